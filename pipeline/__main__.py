@@ -1,0 +1,211 @@
+"""Command line of freshtower: `python -m pipeline {generate,load,run,demo}`.
+
+    python -m pipeline generate --out data/ --spans 3
+    python -m pipeline load --ratings ml-100k/ --format movielens-100k \\
+        --out data/ --initial-fraction 0.5 --spans 5
+    python -m pipeline run --data data/ --workdir work/ --span 2
+    python -m pipeline demo --workdir demo/
+
+Each run prints a line per component as it finishes and a short table per
+span; the full TFX log goes to `<workdir>/logs/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+# Before TensorFlow is imported anywhere: Keras 2 for TFRS, and no C++ log
+# spam on the console.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__all__ = ["main"]
+
+
+def _log_to_file(workdir: Path, name: str) -> Path:
+    """Sends absl and Python logging to a file instead of the console."""
+    import logging
+
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"{name}.log"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(file_handler)
+    logging.captureWarnings(True)
+    warnings.simplefilter("ignore", FutureWarning)
+    return path
+
+
+def _print_report(report) -> None:
+    from pipeline.pipeline import RECALL_CUTOFFS
+
+    recall = "  ".join(f"R@{k} {report.recall[k]:.3f}" for k in RECALL_CUTOFFS)
+    rows = [
+        ("span", str(report.span)),
+        ("rows in snapshot", f"{report.rows:,}"),
+        ("user vocabulary", f"{report.user_vocabulary:,}"),
+        ("item vocabulary", f"{report.item_vocabulary:,}"),
+        ("recall (held out)", recall),
+        ("blessed", "yes" if report.blessed else "no"),
+        ("pushed model", report.pushed_model or "- (nothing pushed)"),
+        ("wall time", f"{report.seconds:.0f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    print()
+
+
+def _run_spans(
+    data: Path, workdir: Path, spans: Sequence[int | None], args
+) -> int:
+    from pipeline.config import PipelineConfig
+    from pipeline.local import run_span
+
+    for span in spans:
+        label = f"span-{span}" if span is not None else "latest"
+        log = _log_to_file(workdir, label)
+        print(
+            f"Span {span if span is not None else '(latest)'}: running the "
+            f"pipeline (log: {log})"
+        )
+        config = PipelineConfig.local(
+            workdir,
+            data,
+            span=span,
+            recall_floor=args.recall_floor,
+            enable_cache=not args.no_cache,
+        )
+        try:
+            report = run_span(config, printer=print)
+        except Exception as error:  # noqa: BLE001 - the CLI reports and exits
+            print(f"\nSpan {span}: the run failed: {error}", file=sys.stderr)
+            print(f"Full log: {log}", file=sys.stderr)
+            return 1
+        _print_report(report)
+    return 0
+
+
+def _generate(args) -> int:
+    from pipeline import synthetic
+
+    config = synthetic.SyntheticConfig(seed=args.seed, num_spans=args.spans)
+    paths = synthetic.write_history(args.out, config)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _load(args) -> int:
+    from pipeline import movielens
+
+    paths = movielens.write_movielens_spans(
+        args.ratings,
+        args.format,
+        args.out,
+        args.initial_fraction,
+        args.spans,
+    )
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _run(args) -> int:
+    return _run_spans(Path(args.data), Path(args.workdir), [args.span], args)
+
+
+def _demo(args) -> int:
+    from pipeline import synthetic
+
+    workdir = Path(args.workdir)
+    data = workdir / "data"
+    start = time.monotonic()
+    config = synthetic.SyntheticConfig(seed=args.seed, num_spans=args.spans)
+    synthetic.write_history(data, config)
+    print(f"Generated {args.spans} synthetic spans under {data}")
+    status = _run_spans(data, workdir, range(1, args.spans + 1), args)
+    if status == 0:
+        print(f"Demo finished in {time.monotonic() - start:.0f} s.")
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Keep a two-tower retrieval model fresh with TFX.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser(
+        "generate", help="write a seeded synthetic history, one dir per span"
+    )
+    generate.add_argument("--out", required=True, help="data root to write")
+    generate.add_argument("--spans", type=int, default=3)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(func=_generate)
+
+    load = commands.add_parser(
+        "load", help="cut MovieLens ratings into spans by time"
+    )
+    load.add_argument("--ratings", required=True, help="file or folder")
+    load.add_argument(
+        "--format",
+        required=True,
+        choices=["movielens-100k", "movielens-csv"],
+    )
+    load.add_argument("--out", required=True, help="data root to write")
+    load.add_argument("--initial-fraction", type=float, default=0.5)
+    load.add_argument("--spans", type=int, default=5)
+    load.set_defaults(func=_load)
+
+    def run_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--workdir",
+            default="work",
+            help="pipeline root, metadata and serving models (default: work)",
+        )
+        command.add_argument("--recall-floor", type=float, default=0.05)
+        command.add_argument(
+            "--no-cache", action="store_true", help="rerun every component"
+        )
+
+    run = commands.add_parser("run", help="run the pipeline on one span")
+    run.add_argument("--data", required=True, help="data root with span-<N>/")
+    run.add_argument(
+        "--span", type=int, default=None, help="span number (default: newest)"
+    )
+    run_options(run)
+    run.set_defaults(func=_run)
+
+    demo = commands.add_parser(
+        "demo", help="generate synthetic spans and run them one after another"
+    )
+    demo.add_argument("--spans", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=0)
+    run_options(demo)
+    demo.set_defaults(func=_demo, workdir="demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The one settings object of a freshtower pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from models.model import ModelConfig
+
+__all__ = ["PROJECT_ROOT", "PipelineConfig", "SCHEMA_DIR"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_DIR = PROJECT_ROOT / "schema"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Where a pipeline reads and writes, and how it trains and judges.
+
+    Attributes:
+      data_root: folder (or gs:// prefix) holding `span-<N>/*.csv`.
+      pipeline_root: where TFX writes artifacts.
+      serving_root: where the Pusher writes versioned SavedModels.
+      metadata_path: SQLite ML Metadata file of local runs; `None` for
+        orchestrators that bring their own metadata store.
+      name: pipeline name, also the metadata context.
+      span: the span to run; `None` takes the newest span under data_root.
+      schema_dir: folder of the curated `schema.pbtxt`.
+      eval_buckets: hash buckets (of 10) of a span held out for evaluation.
+      recall_floor: Recall@100 a candidate needs to be blessed.
+      model: hyperparameters of the two-tower model.
+      beam_args: Beam pipeline options of the data components.
+      enable_cache: reuse the outputs of components whose inputs match.
+    """
+
+    data_root: str
+    pipeline_root: str
+    serving_root: str
+    metadata_path: str | None = None
+    name: str = "freshtower"
+    span: int | None = None
+    schema_dir: str = str(SCHEMA_DIR)
+    eval_buckets: int = 2
+    recall_floor: float = 0.05
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    beam_args: tuple[str, ...] = ("--direct_num_workers=1",)
+    enable_cache: bool = True
+
+    def __post_init__(self):
+        if self.span is not None and self.span < 0:
+            raise ValueError(f"span must be >= 0, got {self.span}.")
+        if not 0 < self.eval_buckets < 10:
+            raise ValueError(
+                f"eval_buckets must be in 1..9 (of 10), got "
+                f"{self.eval_buckets}."
+            )
+        if not 0.0 <= self.recall_floor <= 1.0:
+            raise ValueError(
+                f"recall_floor must be in [0, 1], got {self.recall_floor}."
+            )
+        schema = os.path.join(self.schema_dir, "schema.pbtxt")
+        if "://" not in schema and not os.path.isfile(schema):
+            raise FileNotFoundError(
+                f"schema_dir {self.schema_dir!r} holds no schema.pbtxt."
+            )
+
+    @classmethod
+    def local(
+        cls, workdir: str | os.PathLike, data_root: str | os.PathLike, **kw
+    ) -> PipelineConfig:
+        """A config for LocalDagRunner with everything under `workdir`."""
+        workdir = Path(workdir)
+        return cls(
+            data_root=str(data_root),
+            pipeline_root=str(workdir / "pipeline"),
+            serving_root=str(workdir / "serving"),
+            metadata_path=str(workdir / "metadata.sqlite"),
+            **kw,
+        )

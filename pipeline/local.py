@@ -1,0 +1,196 @@
+"""Runs the pipeline locally: LocalDagRunner, SQLite metadata, DirectRunner.
+
+`run_span` runs one span and returns a `SpanReport` read back from ML
+Metadata: what the run's components produced, whether the candidate was
+blessed, and where it was pushed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+import tensorflow_transform as tft
+from absl import logging as absl_logging
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import statistics_pb2
+from tfx import v1 as tfx
+from tfx.types import artifact_utils
+
+from models import features
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import RECALL_CUTOFFS, create_pipeline
+
+__all__ = ["SpanReport", "component_progress", "run_span"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanReport:
+    """What one local run of a span produced.
+
+    Attributes:
+      span: the span number ExampleGen read.
+      rows: examples in the snapshot (all splits).
+      user_vocabulary: user ids in the user vocabulary.
+      item_vocabulary: item ids in the item vocabulary.
+      recall: Recall@K of the candidate on the held-out pairs, by K.
+      blessed: whether the Evaluator blessed the candidate.
+      pushed_model: the serving directory the Pusher wrote, if it pushed.
+      seconds: wall time of the run.
+    """
+
+    span: int
+    rows: int
+    user_vocabulary: int
+    item_vocabulary: int
+    recall: dict[int, float]
+    blessed: bool
+    pushed_model: str | None
+    seconds: float
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns LocalDagRunner's component log lines into progress lines."""
+
+    def __init__(self, printer: Callable[[str], None], prefix: str):
+        super().__init__(logging.INFO)
+        self._printer = printer
+        self._prefix = prefix
+        self._started: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith("Component "):
+            return
+        node, *_, state = record.getMessage().rstrip(".").split(" ")[1:]
+        if state == "running":
+            self._started[node] = time.monotonic()
+        elif state == "finished":
+            took = time.monotonic() - self._started.get(node, time.monotonic())
+            self._printer(f"{self._prefix}{node:<18} done  {took:6.1f} s")
+
+
+@contextlib.contextmanager
+def component_progress(
+    printer: Callable[[str], None], prefix: str = "  "
+) -> Iterator[None]:
+    """Prints a line per component as it finishes, while the block runs."""
+    handler = _ProgressHandler(printer, prefix)
+    previous = absl_logging.get_verbosity()
+    # Through absl's flag, not the logger level: TensorFlow's SavedModel
+    # writer resets the verbosity to what the flag says when it is done.
+    absl_logging.set_verbosity(max(previous, absl_logging.INFO))
+    absl_logging.get_absl_logger().addHandler(handler)
+    try:
+        yield
+    finally:
+        absl_logging.get_absl_logger().removeHandler(handler)
+        absl_logging.set_verbosity(previous)
+
+
+def _run_outputs(
+    config: PipelineConfig,
+) -> dict[str, metadata_store_pb2.Artifact]:
+    """The output artifacts of the newest run, keyed by output name.
+
+    The pipeline's output names ("examples", "statistics", "model", ...) are
+    unique across its components, so the name alone finds the artifact.
+    """
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        )
+    )
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise RuntimeError(f"No pipeline run in {config.metadata_path}.")
+    newest = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = store.get_executions_by_context(newest.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    names = {
+        e.artifact_id: e.path.steps[0].key
+        for e in events
+        if e.type == metadata_store_pb2.Event.OUTPUT and e.path.steps
+    }
+    return {names[a.id]: a for a in store.get_artifacts_by_id(list(names))}
+
+
+def _row_count(statistics_uri: str, split_names: str) -> int:
+    rows = 0
+    for split in artifact_utils.decode_split_names(split_names):
+        path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        with tf.io.gfile.GFile(path, "rb") as f:
+            stats.ParseFromString(f.read())
+        rows += sum(d.num_examples for d in stats.datasets)
+    return rows
+
+
+def _recall(evaluation_uri: str) -> dict[int, float]:
+    result = tfma.load_eval_result(evaluation_uri)
+    overall = dict(result.slicing_metrics)[()][""]
+    recall = {}
+    for k in RECALL_CUTOFFS:
+        value = overall.get(f"topK:{k}", {}).get("recall", {})
+        recall[k] = float(value.get("doubleValue", float("nan")))
+    return recall
+
+
+def _report(config: PipelineConfig, seconds: float) -> SpanReport:
+    outputs = _run_outputs(config)
+    examples = outputs["examples"]
+    statistics = outputs["statistics"]
+    transform = tft.TFTransformOutput(outputs["transform_graph"].uri)
+    blessing = outputs["blessing"]
+    pushed = outputs["pushed_model"]
+    return SpanReport(
+        span=examples.custom_properties["span"].int_value,
+        rows=_row_count(
+            statistics.uri, statistics.properties["split_names"].string_value
+        ),
+        user_vocabulary=transform.vocabulary_size_by_name(
+            features.USER_VOCABULARY
+        ),
+        item_vocabulary=transform.vocabulary_size_by_name(
+            features.ITEM_VOCABULARY
+        ),
+        recall=_recall(outputs["evaluation"].uri),
+        blessed=bool(blessing.custom_properties["blessed"].int_value),
+        pushed_model=(
+            pushed.custom_properties["pushed_destination"].string_value
+            if pushed.custom_properties["pushed"].int_value
+            else None
+        ),
+        seconds=seconds,
+    )
+
+
+def run_span(
+    config: PipelineConfig,
+    printer: Callable[[str], None] | None = None,
+) -> SpanReport:
+    """Runs the pipeline of `config.span` with LocalDagRunner.
+
+    Args:
+      config: the pipeline's settings; `metadata_path` must be set.
+      printer: called with a progress line as each component finishes.
+
+    Returns:
+      What the run produced, read back from ML Metadata.
+    """
+    if not config.metadata_path:
+        raise ValueError("A local run needs config.metadata_path.")
+    os.makedirs(os.path.dirname(config.metadata_path) or ".", exist_ok=True)
+    start = time.monotonic()
+    progress = (
+        component_progress(printer) if printer else contextlib.nullcontext()
+    )
+    with progress:
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    return _report(config, time.monotonic() - start)

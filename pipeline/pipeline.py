@@ -1,0 +1,172 @@
+"""The freshtower pipeline as one function of its config.
+
+`create_pipeline` is pure: it builds components and wires them, and every
+orchestrator (the local runner here, Kubeflow and Vertex in `kubeflow/`)
+runs what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.anomaly_gate import AnomalyGate
+from pipeline.config import PipelineConfig
+
+__all__ = ["RECALL_CUTOFFS", "create_pipeline", "eval_config"]
+
+RECALL_CUTOFFS = (10, 50, 100)
+
+
+def eval_config(recall_floor: float) -> tfma.EvalConfig:
+    """Recall@K over the catalogue, and the floor a candidate must reach.
+
+    Each held-out pair is a one-label multi-class example: the model's
+    `score_catalogue` signature scores every catalogue item for the user and
+    `transformed_labels` gives the column of the pair's item. TFMA's Recall
+    with `top_k` then counts the pairs whose item is in the user's top K.
+    """
+    floor_k = max(RECALL_CUTOFFS)
+    floor = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(
+            lower_bound={"value": recall_floor}
+        )
+    )
+    # Thresholds apply to every top-k of a spec, so the floor on the largest
+    # cutoff gets a spec of its own.
+    metrics_specs = [
+        tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name="Recall")],
+            binarize=tfma.BinarizationOptions(
+                top_k_list={
+                    "values": [k for k in RECALL_CUTOFFS if k != floor_k]
+                }
+            ),
+        ),
+        tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name="Recall", threshold=floor)],
+            binarize=tfma.BinarizationOptions(top_k_list={"values": [floor_k]}),
+        ),
+    ]
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="score_catalogue",
+                prediction_key="scores",
+                label_key="catalogue_position",
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=metrics_specs,
+    )
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """Builds the pipeline of one span (see `PipelineConfig`)."""
+    range_config = None
+    if config.span is not None:
+        range_config = tfx.proto.RangeConfig(
+            static_range=tfx.proto.StaticRange(
+                start_span_number=config.span, end_span_number=config.span
+            )
+        )
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=config.data_root,
+        input_config=tfx.proto.Input(
+            splits=[
+                tfx.proto.Input.Split(
+                    name="snapshot", pattern="span-{SPAN}/*.csv"
+                )
+            ]
+        ),
+        output_config=tfx.proto.Output(
+            split_config=tfx.proto.SplitConfig(
+                splits=[
+                    tfx.proto.SplitConfig.Split(
+                        name="train", hash_buckets=10 - config.eval_buckets
+                    ),
+                    tfx.proto.SplitConfig.Split(
+                        name="eval", hash_buckets=config.eval_buckets
+                    ),
+                ]
+            )
+        ),
+        range_config=range_config,
+    )
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"]
+    )
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=os.path.join(config.schema_dir, "schema.pbtxt")
+    )
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+    )
+    anomaly_gate = AnomalyGate(
+        anomalies=example_validator.outputs["anomalies"],
+        examples=example_gen.outputs["examples"],
+    )
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="models.features.preprocessing_fn",
+        # Held-out ids belong in the vocabularies too: an id is registered
+        # when it is seen, whether or not it is trained on.
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=["train", "eval"], transform=["train", "eval"]
+        ),
+    )
+    # Anomalies stop the run before any vocabulary or model is built.
+    transform.add_upstream_node(anomaly_gate)
+    trainer = tfx.components.Trainer(
+        run_fn="models.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=transform.outputs["post_transform_schema"],
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config={
+            "model": config.model.to_dict(),
+            "max_recall_cutoff": max(RECALL_CUTOFFS),
+        },
+    )
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        eval_config=eval_config(config.recall_floor),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.serving_root
+            )
+        ),
+    )
+    metadata = None
+    if config.metadata_path:
+        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.name,
+        pipeline_root=config.pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomaly_gate,
+            transform,
+            trainer,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata,
+        beam_pipeline_args=list(config.beam_args),
+    )

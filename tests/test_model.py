@@ -1,0 +1,169 @@
+"""The two-tower model: a training step, the export and its signatures."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import (
+    dataset_metadata,
+    metadata_io,
+    schema_utils,
+)
+
+from models import features
+from models.export import export_retrieval_model
+from models.model import ModelConfig, TwoTowerModel
+from models.trainer import collect_catalogue
+
+_RAW_SPEC = {
+    "user_id": tf.io.FixedLenFeature([1], tf.string),
+    "item_id": tf.io.FixedLenFeature([1], tf.string),
+    "rating": tf.io.FixedLenFeature([1], tf.float32),
+    "timestamp": tf.io.FixedLenFeature([1], tf.int64),
+    "item_genres": tf.io.FixedLenFeature([1], tf.string),
+    "item_year": tf.io.FixedLenFeature([1], tf.int64),
+    "user_age": tf.io.FixedLenFeature([1], tf.int64),
+    "user_occupation": tf.io.FixedLenFeature([1], tf.string),
+}
+
+
+def _rows(num_users=12, num_items=20, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(200):
+        user, item = rng.integers(num_users), rng.integers(num_items)
+        rows.append(
+            {
+                "user_id": [f"u{user}".encode()],
+                "item_id": [f"i{item}".encode()],
+                "rating": [float(rng.integers(1, 6))],
+                "timestamp": [1_600_000_000 + t],
+                "item_genres": [
+                    ("Drama|Comedy" if item % 2 else "Action").encode()
+                ],
+                "item_year": [1980 + item],
+                "user_age": [20 + user],
+                "user_occupation": [b"student" if user % 2 else b"writer"],
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+    """(transformed rows, TFTransformOutput) of a small random snapshot."""
+    out = tmp_path_factory.mktemp("transform")
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(_RAW_SPEC)
+    )
+    with tft_beam.Context(temp_dir=str(out / "tmp")):
+        (rows, _), transform_fn = (
+            _rows(),
+            metadata,
+        ) | tft_beam.AnalyzeAndTransformDataset(features.preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(out / "graph"))
+    # The export reads the raw feature spec, which the Transform component
+    # writes beside the transform graph.
+    metadata_io.write_metadata(
+        metadata,
+        str(out / "graph" / tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
+    return rows, tft.TFTransformOutput(str(out / "graph"))
+
+
+def _batch(rows):
+    return {
+        key: tf.constant(np.stack([row[key] for row in rows]))
+        for key in rows[0]
+    }
+
+
+def test_vocabularies_and_features(transformed):
+    rows, output = transformed
+    assert output.vocabulary_size_by_name(features.USER_VOCABULARY) == 12
+    assert output.vocabulary_size_by_name(features.ITEM_VOCABULARY) == 20
+    genres = np.stack([row["item_genres"] for row in rows])
+    assert genres.shape == (200, features.GENRE_BUCKETS)
+    assert set(genres.sum(axis=1)) <= {1.0, 2.0}
+
+
+def test_training_steps_lower_the_loss(transformed):
+    rows, output = transformed
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    model.compile(
+        optimizer=tf.keras.optimizers.Adagrad(0.05, jit_compile=False)
+    )
+    batch = _batch(rows)
+    before = float(model.compute_loss(batch))
+    for _ in range(5):
+        model.train_step(batch)
+    after = float(model.compute_loss(batch))
+    assert after < before
+
+
+def test_export_serves_top_k_item_ids(transformed, tmp_path):
+    rows, output = transformed
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    model.compile(
+        optimizer=tf.keras.optimizers.Adagrad(0.05, jit_compile=False)
+    )
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(rows)).batch(64)
+    model.fit(dataset, epochs=1, verbose=0)
+    catalogue = collect_catalogue(iter(dataset), num_items=20)
+    vocabulary = output.vocabulary_by_name(features.ITEM_VOCABULARY)
+    ids = [vocabulary[i].decode() for i in catalogue["item_index"]]
+    vectors = model.item_tower(
+        {k: tf.constant(v) for k, v in catalogue.items()}
+    ).numpy()
+    export_dir = str(tmp_path / "model")
+    export_retrieval_model(model, output, ids, vectors, export_dir, top_k=5)
+
+    loaded = tf.saved_model.load(export_dir)
+    result = loaded.signatures["serving_default"](
+        user_id=tf.constant(["u1", "never-seen"]),
+        user_age=tf.constant([21, 0], tf.int64),
+        user_occupation=tf.constant(["student", "unknown"]),
+    )
+    item_ids = result["item_ids"].numpy()
+    scores = result["scores"].numpy()
+    assert item_ids.shape == (2, 5)
+    assert {i.decode() for i in item_ids.ravel()} <= set(ids)
+    assert np.all(np.diff(scores, axis=1) <= 0), "scores must be sorted"
+
+    # The evaluation signatures agree with each other: the label column of
+    # a known item holds the same score that serving gives that item.
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    key: (
+                        tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=value)
+                        )
+                        if isinstance(value[0], bytes)
+                        else tf.train.Feature(
+                            float_list=tf.train.FloatList(value=value)
+                        )
+                        if isinstance(value[0], float)
+                        else tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=value)
+                        )
+                    )
+                    for key, value in row.items()
+                }
+            )
+        ).SerializeToString()
+        for row in _rows(seed=1)[:3]
+    ]
+    scored = loaded.signatures["score_catalogue"](
+        examples=tf.constant(examples)
+    )["scores"].numpy()
+    labels = loaded.signatures["transformed_labels"](
+        examples=tf.constant(examples)
+    )["catalogue_position"].numpy()
+    # Catalogue columns, padding up to the largest cutoff, the outside slot.
+    assert scored.shape == (3, 100 + 1)
+    assert np.all(labels < len(ids))
+    assert np.all(scored[:, -1] < scored[:, :-1].min(axis=1))
+    assert np.all(scored[:, len(ids) :] < scored[:, : len(ids)].min())

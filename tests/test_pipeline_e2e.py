@@ -1,0 +1,76 @@
+"""The local pipeline end to end on tiny generated spans (slow)."""
+
+import os
+
+import pytest
+import tensorflow as tf
+
+from pipeline import snapshots, synthetic
+from pipeline.config import PipelineConfig
+from pipeline.local import run_span
+
+pytestmark = pytest.mark.slow
+
+_TINY = synthetic.SyntheticConfig(
+    seed=3,
+    num_spans=1,
+    initial_users=150,
+    initial_items=80,
+    interactions_per_user=10.0,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    synthetic.write_history(root, _TINY)
+    return root
+
+
+def test_run_span_pushes_a_model_that_answers_top_k(tiny_data, tmp_path):
+    lines = []
+    config = PipelineConfig.local(tmp_path, tiny_data, span=1)
+
+    report = run_span(config, printer=lines.append)
+
+    snapshot = snapshots.read_span(tiny_data, 1)
+    assert report.span == 1
+    assert report.rows == len(snapshot)
+    assert report.user_vocabulary == snapshot["user_id"].nunique()
+    assert report.item_vocabulary == snapshot["item_id"].nunique()
+    assert 0.0 < report.recall[10] <= report.recall[50] <= report.recall[100]
+    assert report.blessed
+    assert report.pushed_model is not None
+    assert os.path.dirname(report.pushed_model) == config.serving_root
+    assert any("Trainer" in line for line in lines)
+    assert any("Pusher" in line for line in lines)
+
+    model = tf.saved_model.load(report.pushed_model)
+    user = snapshot.iloc[0]
+    result = model.signatures["serving_default"](
+        user_id=tf.constant([user["user_id"]]),
+        user_age=tf.constant([int(user["user_age"])], tf.int64),
+        user_occupation=tf.constant([user["user_occupation"]]),
+    )
+    item_ids = {i.decode() for i in result["item_ids"].numpy().ravel()}
+    assert len(item_ids) == min(100, report.item_vocabulary)
+    assert item_ids <= set(snapshot["item_id"])
+
+
+def test_a_span_that_breaks_the_schema_stops_before_transform(
+    tiny_data, tmp_path
+):
+    bad_root = tmp_path / "data"
+    frame = snapshots.read_span(tiny_data, 1)
+    frame["rating"] = frame["rating"].astype(str)
+    frame.loc[frame.index[::7], "rating"] = "five"
+    path = snapshots.span_dir(bad_root, 1)
+    path.mkdir(parents=True)
+    frame.to_csv(path / "interactions.csv", index=False)
+    config = PipelineConfig.local(tmp_path / "work", bad_root, span=1)
+
+    with pytest.raises(Exception, match="rating"):
+        run_span(config)
+
+    assert not os.path.exists(os.path.join(config.pipeline_root, "Transform"))
+    assert not os.path.exists(config.serving_root)
