@@ -62,6 +62,16 @@ ML100K_GENRES: tuple[str, ...] = (
 """The genres of MovieLens 100k in flag order, used without ``u.genre``."""
 
 _NO_GENRES = "(no genres listed)"
+# How u.item and u.user are read: "|"-separated latin-1 text, no header,
+# every field kept as the string it is.
+_PIPE_SEPARATED = {
+    "sep": "|",
+    "header": None,
+    "dtype": str,
+    "keep_default_na": False,
+    "encoding": "latin-1",
+    "quoting": csv.QUOTE_NONE,
+}
 _RATING_COLUMNS = ("user id", "item id", "rating", "timestamp")
 _ITEM_COLUMNS = (
     "movie id",
@@ -435,15 +445,7 @@ def _genres_100k(path: pathlib.Path) -> tuple[str, ...]:
 def _items_100k(
     path: pathlib.Path, genre_names: tuple[str, ...]
 ) -> dict[str, tuple[str, int]]:
-    table = _read(
-        path,
-        sep="|",
-        header=None,
-        dtype=str,
-        keep_default_na=False,
-        encoding="latin-1",
-        quoting=csv.QUOTE_NONE,
-    )
+    table = _read(path, **_PIPE_SEPARATED)
     needed = _ITEM_COLUMNS + tuple(f"genre {g!r}" for g in genre_names)
     _require_columns(table, path, needed)
     flags = table.iloc[:, -len(genre_names) :].to_numpy(dtype=str)
@@ -464,15 +466,7 @@ def _items_100k(
 
 
 def _users_100k(path: pathlib.Path) -> dict[str, tuple[int, str]]:
-    table = _read(
-        path,
-        sep="|",
-        header=None,
-        dtype=str,
-        keep_default_na=False,
-        encoding="latin-1",
-        quoting=csv.QUOTE_NONE,
-    )
+    table = _read(path, **_PIPE_SEPARATED)
     _require_columns(table, path, _USER_COLUMNS)
     ages = pd.to_numeric(table.iloc[:, 1].str.strip(), errors="coerce")
     ages = ages.where((ages >= 0) & (ages <= _MAX_AGE) & (ages % 1 == 0))
