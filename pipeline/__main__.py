@@ -24,6 +24,8 @@ from pathlib import Path
 # spam on the console.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The Google client libraries warn at import time about the Python version.
+warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
 __all__ = ["main"]
 
@@ -43,6 +45,14 @@ def _log_to_file(workdir: Path, name: str) -> Path:
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root.addHandler(file_handler)
+    # TensorFlow's logger writes to the console through a handler of its
+    # own; send its records to the file like the rest.
+    import tensorflow as tf
+
+    tf_logger = tf.get_logger()
+    for handler in list(tf_logger.handlers):
+        tf_logger.removeHandler(handler)
+    tf_logger.propagate = True
     logging.captureWarnings(True)
     warnings.simplefilter("ignore", FutureWarning)
     return path
