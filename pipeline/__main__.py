@@ -40,6 +40,7 @@ def _log_to_file(workdir: Path, name: str) -> Path:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        handler.close()
     file_handler = logging.FileHandler(path)
     file_handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -53,8 +54,8 @@ def _log_to_file(workdir: Path, name: str) -> Path:
     for handler in list(tf_logger.handlers):
         tf_logger.removeHandler(handler)
     tf_logger.propagate = True
+    # Warnings go to the same file instead of the console.
     logging.captureWarnings(True)
-    warnings.simplefilter("ignore", FutureWarning)
     return path
 
 
