@@ -17,6 +17,8 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
+from components.artifacts import span_of
+
 __all__ = ["AnomalyGate", "DataAnomaliesError", "describe_anomalies"]
 
 _ANOMALIES_FILE = "SchemaDiff.pb"
@@ -59,7 +61,7 @@ def AnomalyGate(  # noqa: N802 - TFX names components like classes.
         with tf.io.gfile.GFile(path, "rb") as f:
             proto.ParseFromString(f.read())
         found.extend(f"[{split}] {line}" for line in describe_anomalies(proto))
-    span = examples.span
+    span = span_of(examples)
     if found:
         raise DataAnomaliesError(
             f"Span {span} ({examples.uri}) does not match the schema; the "

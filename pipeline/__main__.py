@@ -60,19 +60,31 @@ def _log_to_file(workdir: Path, name: str) -> Path:
 
 
 def _print_report(report) -> None:
+    from components.interaction_delta.executor import describe_summary
     from pipeline.pipeline import RECALL_CUTOFFS
 
-    recall = "  ".join(f"R@{k} {report.recall[k]:.3f}" for k in RECALL_CUTOFFS)
+    delta = describe_summary(report.delta).splitlines()
     rows = [
         ("span", str(report.span)),
         ("rows in snapshot", f"{report.rows:,}"),
-        ("user vocabulary", f"{report.user_vocabulary:,}"),
-        ("item vocabulary", f"{report.item_vocabulary:,}"),
-        ("recall (held out)", recall),
-        ("blessed", "yes" if report.blessed else "no"),
-        ("pushed model", report.pushed_model or "- (nothing pushed)"),
-        ("wall time", f"{report.seconds:.0f} s"),
+        ("delta", delta[0]),
+        ("", delta[1]),
+        ("", delta[2]),
     ]
+    if report.trained:
+        recall = "  ".join(
+            f"R@{k} {report.recall[k]:.3f}" for k in RECALL_CUTOFFS
+        )
+        rows += [
+            ("user vocabulary", f"{report.user_vocabulary:,}"),
+            ("item vocabulary", f"{report.item_vocabulary:,}"),
+            ("recall (held out)", recall),
+            ("blessed", "yes" if report.blessed else "no"),
+            ("pushed model", report.pushed_model or "- (nothing pushed)"),
+        ]
+    else:
+        rows.append(("trained", "no: the delta is below --min-delta-pairs"))
+    rows.append(("wall time", f"{report.seconds:.0f} s"))
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
@@ -98,6 +110,8 @@ def _run_spans(
             data,
             span=span,
             recall_floor=args.recall_floor,
+            min_delta_pairs=args.min_delta_pairs,
+            replay_ratio=args.replay_ratio,
             enable_cache=not args.no_cache,
         )
         try:
@@ -190,6 +204,18 @@ def _parser() -> argparse.ArgumentParser:
             help="pipeline root, metadata and serving models (default: work)",
         )
         command.add_argument("--recall-floor", type=float, default=0.05)
+        command.add_argument(
+            "--min-delta-pairs",
+            type=int,
+            default=1,
+            help="skip training when fewer pairs changed (default: 1)",
+        )
+        command.add_argument(
+            "--replay-ratio",
+            type=float,
+            default=1.0,
+            help="unchanged pairs replayed per changed pair (default: 1)",
+        )
         command.add_argument(
             "--no-cache", action="store_true", help="rerun every component"
         )

@@ -29,6 +29,14 @@ class PipelineConfig:
       schema_dir: folder of the curated `schema.pbtxt`.
       eval_buckets: hash buckets (of 10) of a span held out for evaluation.
       recall_floor: Recall@100 a candidate needs to be blessed.
+      replay_ratio: unchanged pairs replayed per added or modified pair
+        when training on a delta.
+      min_delta_pairs: a span whose pairs added, removed and modified
+        since the previous snapshot number fewer than this trains nothing
+        and pushes nothing.
+      delta_shards: shards of users the delta computation is cut into.
+      popularity_half_life_seconds: age at which an interaction counts half
+        in the catalogue's popularity.
       model: hyperparameters of the two-tower model.
       beam_args: Beam pipeline options of the data components.
       enable_cache: reuse the outputs of components whose inputs match.
@@ -43,6 +51,10 @@ class PipelineConfig:
     schema_dir: str = str(SCHEMA_DIR)
     eval_buckets: int = 2
     recall_floor: float = 0.05
+    replay_ratio: float = 1.0
+    min_delta_pairs: int = 1
+    delta_shards: int = 16
+    popularity_half_life_seconds: int = 7 * 24 * 3600
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     beam_args: tuple[str, ...] = ("--direct_num_workers=1",)
     enable_cache: bool = True
@@ -58,6 +70,14 @@ class PipelineConfig:
         if not 0.0 <= self.recall_floor <= 1.0:
             raise ValueError(
                 f"recall_floor must be in [0, 1], got {self.recall_floor}."
+            )
+        if self.replay_ratio < 0:
+            raise ValueError(
+                f"replay_ratio must be >= 0, got {self.replay_ratio}."
+            )
+        if self.min_delta_pairs < 0:
+            raise ValueError(
+                f"min_delta_pairs must be >= 0, got {self.min_delta_pairs}."
             )
         schema = os.path.join(self.schema_dir, "schema.pbtxt")
         if "://" not in schema and not os.path.isfile(schema):

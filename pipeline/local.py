@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -24,6 +26,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
+from components.interaction_delta import executor
 from models import features
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RECALL_CUTOFFS, create_pipeline
@@ -38,6 +41,10 @@ class SpanReport:
     Attributes:
       span: the span number ExampleGen read.
       rows: examples in the snapshot (all splits).
+      delta: InteractionDelta's summary of what changed since the previous
+        snapshot (see `components.interaction_delta`).
+      trained: whether the delta was large enough to train; when it was
+        not, the vocabulary, recall and blessing fields are empty.
       user_vocabulary: user ids in the user vocabulary.
       item_vocabulary: item ids in the item vocabulary.
       recall: Recall@K of the candidate on the held-out pairs, by K.
@@ -48,8 +55,10 @@ class SpanReport:
 
     span: int
     rows: int
-    user_vocabulary: int
-    item_vocabulary: int
+    delta: dict[str, Any]
+    trained: bool
+    user_vocabulary: int | None
+    item_vocabulary: int | None
     recall: dict[int, float]
     blessed: bool
     pushed_model: str | None
@@ -64,13 +73,22 @@ class _ProgressHandler(logging.Handler):
         self._printer = printer
         self._prefix = prefix
         self._started: dict[str, float] = {}
+        self._skipped: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.getMessage().startswith("Component "):
+        message = record.getMessage()
+        if message.startswith("Skipping execution for "):
+            # A node whose condition is false (or whose inputs are absent)
+            # is reported as finished too; remember that it did nothing.
+            self._skipped.add(message.rsplit(" ", 1)[-1])
             return
-        node, *_, state = record.getMessage().rstrip(".").split(" ")[1:]
+        if not message.startswith("Component "):
+            return
+        node, *_, state = message.rstrip(".").split(" ")[1:]
         if state == "running":
             self._started[node] = time.monotonic()
+        elif state == "finished" and node in self._skipped:
+            self._printer(f"{self._prefix}{node:<18} skipped")
         elif state == "finished":
             took = time.monotonic() - self._started.get(node, time.monotonic())
             self._printer(f"{self._prefix}{node:<18} done  {took:6.1f} s")
@@ -146,14 +164,31 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
     outputs = _run_outputs(config)
     examples = outputs["examples"]
     statistics = outputs["statistics"]
-    transform = tft.TFTransformOutput(outputs["transform_graph"].uri)
-    blessing = outputs["blessing"]
-    pushed = outputs["pushed_model"]
-    return SpanReport(
+    with tf.io.gfile.GFile(
+        os.path.join(outputs["summary"].uri, executor.SUMMARY_FILE)
+    ) as f:
+        delta = json.load(f)
+    report = SpanReport(
         span=examples.custom_properties["span"].int_value,
         rows=_row_count(
             statistics.uri, statistics.properties["split_names"].string_value
         ),
+        delta=delta,
+        trained="model" in outputs,
+        user_vocabulary=None,
+        item_vocabulary=None,
+        recall={},
+        blessed=False,
+        pushed_model=None,
+        seconds=seconds,
+    )
+    if not report.trained:
+        return report
+    transform = tft.TFTransformOutput(outputs["transform_graph"].uri)
+    blessing = outputs["blessing"]
+    pushed = outputs["pushed_model"]
+    return dataclasses.replace(
+        report,
         user_vocabulary=transform.vocabulary_size_by_name(
             features.USER_VOCABULARY
         ),
@@ -167,7 +202,6 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
             if pushed.custom_properties["pushed"].int_value
             else None
         ),
-        seconds=seconds,
     )
 
 

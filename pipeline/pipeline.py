@@ -13,6 +13,8 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
+from components.artifacts import PairIndex
+from components.interaction_delta import InteractionDelta
 from pipeline.config import PipelineConfig
 
 __all__ = ["RECALL_CUTOFFS", "create_pipeline", "eval_config"]
@@ -109,6 +111,69 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         anomalies=example_validator.outputs["anomalies"],
         examples=example_gen.outputs["examples"],
     )
+    # The delta component publishes an index of every snapshot it sees; the
+    # newest one is the previous snapshot of this run. Only the latest-
+    # artifact and latest-blessed-model strategies exist on Kubeflow v2
+    # and Vertex, hence this design.
+    previous_index = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        index=tfx.dsl.Channel(type=PairIndex),
+    ).with_id("previous_index_resolver")
+    delta = InteractionDelta(
+        examples=example_gen.outputs["examples"],
+        previous_index=previous_index.outputs["index"],
+        replay_ratio=config.replay_ratio,
+        num_shards=config.delta_shards,
+        popularity_half_life_seconds=config.popularity_half_life_seconds,
+    )
+    # Anomalies stop the run before anything is diffed or trained.
+    delta.add_upstream_node(anomaly_gate)
+    changed_pairs = (
+        delta.outputs["summary"].future()[0].custom_property("changed_pairs")
+    )
+    with tfx.dsl.Cond(changed_pairs >= config.min_delta_pairs):
+        transform, trainer, evaluator, pusher = _training(
+            config, example_gen, schema_gen
+        )
+        transform.add_upstream_node(delta)
+    metadata = None
+    if config.metadata_path:
+        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.name,
+        pipeline_root=config.pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomaly_gate,
+            previous_index,
+            delta,
+            transform,
+            trainer,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata,
+        beam_pipeline_args=list(config.beam_args),
+    )
+
+
+def _training(
+    config: PipelineConfig,
+    example_gen: tfx.components.CsvExampleGen,
+    schema_gen: tfx.components.ImportSchemaGen,
+) -> tuple[
+    tfx.components.Transform,
+    tfx.components.Trainer,
+    tfx.components.Evaluator,
+    tfx.components.Pusher,
+]:
+    """Transform, Trainer, Evaluator and Pusher: what a large delta runs."""
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -119,8 +184,6 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             analyze=["train", "eval"], transform=["train", "eval"]
         ),
     )
-    # Anomalies stop the run before any vocabulary or model is built.
-    transform.add_upstream_node(anomaly_gate)
     trainer = tfx.components.Trainer(
         run_fn="models.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -147,26 +210,4 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             )
         ),
     )
-    metadata = None
-    if config.metadata_path:
-        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path
-        )
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.name,
-        pipeline_root=config.pipeline_root,
-        components=[
-            example_gen,
-            statistics_gen,
-            schema_gen,
-            example_validator,
-            anomaly_gate,
-            transform,
-            trainer,
-            evaluator,
-            pusher,
-        ],
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata,
-        beam_pipeline_args=list(config.beam_args),
-    )
+    return transform, trainer, evaluator, pusher

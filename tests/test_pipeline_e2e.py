@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 _TINY = synthetic.SyntheticConfig(
     seed=3,
-    num_spans=1,
+    num_spans=2,
     initial_users=150,
     initial_items=80,
     interactions_per_user=10.0,
@@ -36,6 +36,9 @@ def test_run_span_pushes_a_model_that_answers_top_k(tiny_data, tmp_path):
     snapshot = snapshots.read_span(tiny_data, 1)
     assert report.span == 1
     assert report.rows == len(snapshot)
+    assert report.trained
+    assert report.delta["previous_span"] is None
+    assert report.delta["pairs"]["added"] == len(snapshot)
     assert report.user_vocabulary == snapshot["user_id"].nunique()
     assert report.item_vocabulary == snapshot["item_id"].nunique()
     assert 0.0 < report.recall[10] <= report.recall[50] <= report.recall[100]
@@ -57,6 +60,55 @@ def test_run_span_pushes_a_model_that_answers_top_k(tiny_data, tmp_path):
     assert item_ids <= set(snapshot["item_id"])
 
 
+def _pairs(frame):
+    return {
+        (u, i): r
+        for u, i, r in frame[["user_id", "item_id", "rating"]].itertuples(
+            index=False
+        )
+    }
+
+
+def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
+    first = run_span(PipelineConfig.local(tmp_path, tiny_data, span=1))
+    lines = []
+
+    second = run_span(
+        PipelineConfig.local(tmp_path, tiny_data, span=2), lines.append
+    )
+
+    assert any("InteractionDelta" in line for line in lines)
+    before = _pairs(snapshots.read_span(tiny_data, 1))
+    after = _pairs(snapshots.read_span(tiny_data, 2))
+    pairs = second.delta["pairs"]
+    assert second.delta["previous_span"] == 1
+    assert pairs["added"] == len(after.keys() - before.keys())
+    assert pairs["removed"] == len(before.keys() - after.keys())
+    assert pairs["modified"] == sum(
+        after[p] != before[p] for p in after.keys() & before.keys()
+    )
+    assert second.trained and second.pushed_model != first.pushed_model
+
+    # The same span again diffs against span 1 once more; a threshold above
+    # its delta skips training and pushing.
+    changed = pairs["added"] + pairs["removed"] + pairs["modified"]
+    config = PipelineConfig.local(
+        tmp_path, tiny_data, span=2, min_delta_pairs=changed + 1
+    )
+    lines.clear()
+
+    skipped = run_span(config, lines.append)
+
+    assert skipped.delta == second.delta
+    assert not skipped.trained
+    assert skipped.pushed_model is None
+    assert any(line.split()[:2] == ["Trainer", "skipped"] for line in lines)
+    assert not any(line.split()[:2] == ["Pusher", "done"] for line in lines)
+    assert sorted(os.listdir(config.serving_root)) == sorted(
+        os.path.basename(r.pushed_model) for r in (first, second)
+    )
+
+
 def test_a_span_that_breaks_the_schema_stops_before_transform(
     tiny_data, tmp_path
 ):
@@ -72,5 +124,6 @@ def test_a_span_that_breaks_the_schema_stops_before_transform(
     with pytest.raises(Exception, match="rating"):
         run_span(config)
 
-    assert not os.path.exists(os.path.join(config.pipeline_root, "Transform"))
+    for component in ("InteractionDelta", "Transform"):
+        assert not os.path.exists(os.path.join(config.pipeline_root, component))
     assert not os.path.exists(config.serving_root)
