@@ -19,6 +19,14 @@ request from raw ids alone. Signatures:
 
 The last two are what TFMA evaluates: Recall@K is then TFMA's own `Recall`
 metric with `top_k` over a multi-class prediction.
+
+A user the model does not know (its id falls into an out-of-vocabulary
+bucket) is scored from the catalogue's recency-weighted popularity, with
+the towers' score from the request's user features added at a smaller
+weight (`cold_user_feature_weight`; both standardized over the
+catalogue): such a user gets the popular items of the moment, reordered
+by what their age and occupation say, never an error or a random list.
+Known users are scored by the towers alone.
 """
 
 from __future__ import annotations
@@ -62,6 +70,9 @@ class RetrievalModule(tf.Module):
         catalogue_vectors: np.ndarray,
         top_k: int,
         max_cutoff: int,
+        num_users: int | None = None,
+        catalogue_popularity: np.ndarray | None = None,
+        cold_user_feature_weight: float = 0.5,
     ):
         super().__init__()
         if len(catalogue_ids) != len(catalogue_vectors):
@@ -90,16 +101,44 @@ class RetrievalModule(tf.Module):
             ),
             default_value=outside,
         )
+        # Users at or past index `num_users` are unknown; without a
+        # popularity the towers score them as everyone else.
+        self.num_users = tf.constant(
+            np.iinfo(np.int64).max if num_users is None else num_users,
+            tf.int64,
+        )
+        if catalogue_popularity is None:
+            catalogue_popularity = np.zeros(len(catalogue_ids))
+        prior = np.log1p(np.asarray(catalogue_popularity, np.float64))
+        prior = (prior - prior.mean()) / (prior.std() or 1.0)
+        self.popularity_prior = tf.constant(prior[None, :], tf.float32)
+        self.has_popularity = bool(np.any(catalogue_popularity))
+        self.cold_user_feature_weight = float(cold_user_feature_weight)
         raw_spec = transform_output.raw_feature_spec()
         self._user_spec = {k: raw_spec[k] for k in features.RAW_USER_FEATURES}
         self._item_id_spec = {features.ITEM_ID: raw_spec[features.ITEM_ID]}
 
-    def _user_vectors(self, raw: dict[str, tf.Tensor]) -> tf.Tensor:
+    def _transform(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         columns = {k: tf.reshape(v, [-1, 1]) for k, v in raw.items()}
-        return self.user_tower(self.tft_layer(columns))
+        return self.tft_layer(columns)
 
-    def _scores(self, user_vectors: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(user_vectors, self.catalogue_vectors, transpose_b=True)
+    def _user_vectors(self, raw: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.user_tower(self._transform(raw))
+
+    def _scores(self, transformed: dict[str, tf.Tensor]) -> tf.Tensor:
+        """[batch, catalogue] scores; see the module doc for unknown users."""
+        scores = tf.matmul(
+            self.user_tower(transformed),
+            self.catalogue_vectors,
+            transpose_b=True,
+        )
+        if not self.has_popularity:
+            return scores
+        mean, variance = tf.nn.moments(scores, axes=[1], keepdims=True)
+        standard = (scores - mean) / (tf.sqrt(variance) + 1e-6)
+        cold = self.popularity_prior + self.cold_user_feature_weight * standard
+        unknown = tf.reshape(transformed["user_index"], [-1, 1])
+        return tf.where(unknown >= self.num_users, cold, scores)
 
     @tf.function(
         input_signature=[
@@ -109,14 +148,14 @@ class RetrievalModule(tf.Module):
         ]
     )
     def recommend(self, user_id, user_age, user_occupation):
-        vectors = self._user_vectors(
+        transformed = self._transform(
             {
                 "user_id": user_id,
                 "user_age": user_age,
                 "user_occupation": user_occupation,
             }
         )
-        scores, positions = tf.math.top_k(self._scores(vectors), self.top_k)
+        scores, positions = tf.math.top_k(self._scores(transformed), self.top_k)
         return {
             "item_ids": tf.gather(self.catalogue_ids, positions),
             "scores": scores,
@@ -152,13 +191,12 @@ class RetrievalModule(tf.Module):
             "item_genres": item_genres,
             "item_year": item_year,
         }
-        columns = {k: tf.reshape(v, [-1, 1]) for k, v in raw.items()}
-        return {"embedding": self.item_tower(self.tft_layer(columns))}
+        return {"embedding": self.item_tower(self._transform(raw))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "examples")])
     def score_catalogue(self, examples):
         parsed = tf.io.parse_example(examples, self._user_spec)
-        scores = self._scores(self.user_tower(self.tft_layer(parsed)))
+        scores = self._scores(self.tft_layer(parsed))
         batch = tf.shape(scores)[0]
         padding = tf.fill([batch, self.padding], _PADDING_SCORE)
         outside = tf.fill([batch, 1], _OUTSIDE_SCORE)
@@ -179,11 +217,21 @@ def export_retrieval_model(
     export_dir: str,
     top_k: int,
     max_cutoff: int = 100,
+    num_users: int | None = None,
+    catalogue_popularity: np.ndarray | None = None,
+    cold_user_feature_weight: float = 0.5,
 ) -> None:
     """Writes the serving SavedModel to `export_dir` (see module docstring).
 
     The catalogue's ids are also written as the asset `catalogue.txt`, one
     id per line, in the order of the `score_catalogue` columns.
+
+    Args:
+      num_users: size of the user vocabulary; users past it are unknown.
+      catalogue_popularity: [catalogue] recency-weighted popularity, for
+        unknown users; without it they are scored like known users.
+      cold_user_feature_weight: weight of the towers' score for unknown
+        users, next to the popularity's weight of 1.
     """
     module = RetrievalModule(
         model,
@@ -192,6 +240,9 @@ def export_retrieval_model(
         catalogue_vectors,
         top_k,
         max_cutoff,
+        num_users=num_users,
+        catalogue_popularity=catalogue_popularity,
+        cold_user_feature_weight=cold_user_feature_weight,
     )
     signatures = {
         "serving_default": module.recommend,

@@ -3,8 +3,8 @@
 Raw snapshot columns (see `pipeline.snapshots`) become these model inputs:
 
 - `user_index`, `item_index`: [batch] int64 positions in the user and item
-  vocabularies; ids the vocabulary has not seen fall into the out-of-
-  vocabulary bucket, which is the last index.
+  vocabularies, which only grow (see `preprocessing_fn`); ids outside the
+  vocabulary share `oov_buckets` hashed buckets after its last index.
 - `user_age_bucket`, `item_year_bucket`: [batch] int64 fixed-boundary
   buckets; bucket 0 holds "unknown" (a stored 0).
 - `user_occupation_index`: [batch] int64 vocabulary position.
@@ -13,6 +13,9 @@ Raw snapshot columns (see `pipeline.snapshots`) become these model inputs:
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -29,6 +32,7 @@ __all__ = [
     "USER_VOCABULARY",
     "YEAR_BOUNDARIES",
     "preprocessing_fn",
+    "read_vocabulary",
 ]
 
 USER_ID = "user_id"
@@ -36,9 +40,13 @@ ITEM_ID = "item_id"
 RAW_USER_FEATURES = ("user_id", "user_age", "user_occupation")
 RAW_ITEM_FEATURES = ("item_id", "item_genres", "item_year")
 
-# Vocabulary file names inside the transform graph's assets.
+# Vocabulary file names inside the transform graph's assets. The id
+# vocabularies have a twin with the count of every id in the snapshot.
 USER_VOCABULARY = "user_id"
 ITEM_VOCABULARY = "item_id"
+COUNTS_SUFFIX = "_counts"
+DEFAULT_MIN_COUNT = 1
+DEFAULT_OOV_BUCKETS = 4
 OCCUPATION_VOCABULARY = "user_occupation"
 GENRE_VOCABULARY = "item_genres"
 
@@ -66,24 +74,75 @@ def _bucketize(values: tf.Tensor, boundaries: tuple[int, ...]) -> tf.Tensor:
     return tf.cast(buckets, tf.int64)
 
 
-def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+def read_vocabulary(path: str) -> list[str]:
+    """The ids of a vocabulary file, one per line, in index order."""
+    with tf.io.gfile.GFile(path) as f:
+        return [line.rstrip("\n").split("\t")[0] for line in f]
+
+
+def _growing_index(
+    ids: tf.Tensor,
+    name: str,
+    previous: str | None,
+    min_count: int,
+    oov_buckets: int,
+) -> tf.Tensor:
+    """Indexes ids in a vocabulary that keeps every previously known id.
+
+    The ids of the `previous` vocabulary file come first, at their old
+    indices, whether or not they appear in this snapshot; ids seen for the
+    first time follow once they occur `min_count` times, by descending
+    count and then id (tf.Transform's order); rarer ones share the hashed
+    out-of-vocabulary buckets.
+    """
+    known = read_vocabulary(previous) if previous else []
+    vocabulary = tft.vocabulary(
+        ids,
+        vocab_filename=name,
+        frequency_threshold=min_count,
+        reserved_tokens=tf.constant(known, tf.string) if known else None,
+    )
+    # Counts of every id of the snapshot, which travel with the model.
+    tft.vocabulary(
+        ids, vocab_filename=name + COUNTS_SUFFIX, store_frequency=True
+    )
+    return tft.apply_vocabulary(ids, vocabulary, num_oov_buckets=oov_buckets)
+
+
+def preprocessing_fn(
+    inputs: dict[str, tf.Tensor],
+    custom_config: Mapping[str, Any] | None = None,
+) -> dict[str, tf.Tensor]:
     """Maps raw snapshot features to model inputs (see the module docstring).
 
     Args:
       inputs: raw features, each a [batch, 1] dense tensor as the schema in
         `schema/` declares them.
+      custom_config: the Transform component's custom config:
+        `previous_vocabularies` (vocabulary name -> file of the ids the
+        base model knows, which keep their indices), `min_count` and
+        `oov_buckets` of the id vocabularies.
 
     Returns:
       The transformed features, keyed by name.
     """
-    user_id = _squeeze(inputs["user_id"])
-    item_id = _squeeze(inputs["item_id"])
-
-    user_index = tft.compute_and_apply_vocabulary(
-        user_id, vocab_filename=USER_VOCABULARY, num_oov_buckets=1
+    config = dict(custom_config or {})
+    previous = config.get("previous_vocabularies") or {}
+    min_count = int(config.get("min_count", DEFAULT_MIN_COUNT))
+    oov_buckets = int(config.get("oov_buckets", DEFAULT_OOV_BUCKETS))
+    user_index = _growing_index(
+        _squeeze(inputs["user_id"]),
+        USER_VOCABULARY,
+        previous.get(USER_VOCABULARY),
+        min_count,
+        oov_buckets,
     )
-    item_index = tft.compute_and_apply_vocabulary(
-        item_id, vocab_filename=ITEM_VOCABULARY, num_oov_buckets=1
+    item_index = _growing_index(
+        _squeeze(inputs["item_id"]),
+        ITEM_VOCABULARY,
+        previous.get(ITEM_VOCABULARY),
+        min_count,
+        oov_buckets,
     )
 
     occupation = tft.compute_and_apply_vocabulary(

@@ -34,6 +34,11 @@ class ModelConfig:
       epochs: passes over the training set.
       top_k: items returned by the serving signature.
       seed: seed of the initialisers and of the input shuffle.
+      oov_buckets: hashed out-of-vocabulary rows of each id embedding,
+        after the vocabulary's rows (Transform uses the same number).
+      cold_user_feature_weight: for users the model does not know, the
+        weight of the towers' score next to the popularity's (see
+        `models.export`).
     """
 
     embedding_dim: int = 32
@@ -43,6 +48,8 @@ class ModelConfig:
     epochs: int = 2
     top_k: int = 100
     seed: int = 42
+    oov_buckets: int = features.DEFAULT_OOV_BUCKETS
+    cold_user_feature_weight: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,9 +84,12 @@ class UserTower(tf.keras.Model):
 
     def __init__(self, num_users: int, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
-        # One row per vocabulary entry plus the out-of-vocabulary row.
+        # One row per vocabulary entry, then the out-of-vocabulary rows.
         self.id_embedding = _embedding(
-            num_users + 1, config.embedding_dim, config.seed, "user_id"
+            num_users + config.oov_buckets,
+            config.embedding_dim,
+            config.seed,
+            "user_id",
         )
         self.age_embedding = _embedding(
             len(features.AGE_BOUNDARIES) + 1,
@@ -112,7 +122,10 @@ class ItemTower(tf.keras.Model):
     def __init__(self, num_items: int, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         self.id_embedding = _embedding(
-            num_items + 1, config.embedding_dim, config.seed + 3, "item_id"
+            num_items + config.oov_buckets,
+            config.embedding_dim,
+            config.seed + 3,
+            "item_id",
         )
         self.year_embedding = _embedding(
             len(features.YEAR_BOUNDARIES) + 1,
@@ -157,8 +170,9 @@ class TwoTowerModel(tfrs.Model):
     ):
         super().__init__()
         self.config = config or ModelConfig()
-        self.user_tower = UserTower(num_users, self.config)
-        self.item_tower = ItemTower(num_items, self.config)
+        # Fixed names: weights are carried over between models by name.
+        self.user_tower = UserTower(num_users, self.config, name="user_tower")
+        self.item_tower = ItemTower(num_items, self.config, name="item_tower")
         # No FactorizedTopK metric while training: scoring the catalogue
         # every step would cost more than the step. The Evaluator measures
         # Recall@K on held-out pairs instead.

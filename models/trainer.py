@@ -1,29 +1,56 @@
 """The TFX Trainer entry point: `run_fn` trains and exports the model.
 
-The Trainer component is pointed here with
-`run_fn="models.trainer.run_fn"`; the model hyperparameters travel in the
-component's `custom_config` under the key `"model"` (see
-`models.model.ModelConfig`), and the largest Recall@K cutoff the Evaluator
-computes under `"max_recall_cutoff"`.
+The Trainer component (`components.warm_start_trainer.WarmStartTrainer`)
+is pointed here with `run_fn="models.trainer.run_fn"`. Its custom config:
+
+- `model`: the hyperparameters (`models.model.ModelConfig`);
+- `max_recall_cutoff`: the largest K of the Evaluator's Recall@K;
+- `delta`, `catalogue`: where InteractionDelta's outputs are (added by
+  the component's executor);
+- `full_retrain` (bool) and `full_retrain_every` (N: spans whose number is
+  a multiple of N retrain from scratch).
+
+A warm start copies the base model's weights (see `models.warm_start`)
+and trains on the delta's added and modified pairs plus the replay sample;
+the number of steps follows from that set, so a small delta costs little.
+A cold start trains a fresh model on the whole snapshot; the log and the
+training summary say why it was cold: no base model, a full retrain asked
+for, a base model whose files are missing or whose architecture differs.
+When the base model was trained on an older span than the delta starts
+from, the warm-started model trains on the whole snapshot instead.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import features
+from models import features, warm_start
 from models.export import export_retrieval_model
 from models.model import ModelConfig, TwoTowerModel
 
-__all__ = ["collect_catalogue", "run_fn", "training_dataset"]
+__all__ = [
+    "TRAINING_SUMMARY",
+    "collect_catalogue",
+    "read_training_summary",
+    "run_fn",
+    "training_dataset",
+]
+
+TRAINING_SUMMARY = "training_summary.json"
+_DELTA_TRAINING_SPLITS = ("added", "modified", "replay")
 
 _ITEM_COLUMNS = ("item_index", "item_genres", "item_year_bucket")
 
@@ -99,62 +126,200 @@ class _EpochLog(tf.keras.callbacks.Callback):
         )
 
 
+def _raw_dataset(
+    fn_args: tfx.components.FnArgs,
+    files: list[str],
+    transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    seed: int,
+) -> tf.data.Dataset:
+    """Raw examples (the delta's) through the transform graph."""
+    layer = transform_output.transform_features_layer()
+    raw = fn_args.data_accessor.tf_dataset_factory(
+        files,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, shuffle=True, shuffle_seed=seed, num_epochs=1
+        ),
+        transform_output.raw_metadata.schema,
+    )
+    return raw.map(layer, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _count_records(patterns: list[str]) -> int:
+    files = [f for p in patterns for f in tf.io.gfile.glob(p)]
+    return sum(
+        1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")
+    )
+
+
+def _vocabulary_counts(
+    transform_output: tft.TFTransformOutput, name: str
+) -> dict[str, int]:
+    """Snapshot counts of the ids of one vocabulary ("count id" lines)."""
+    path = transform_output.vocabulary_file_by_name(
+        name + features.COUNTS_SUFFIX
+    )
+    counts = {}
+    with tf.io.gfile.GFile(path) as f:
+        for line in f:
+            count, _, token = line.rstrip("\n").partition(" ")
+            counts[token] = int(count)
+    return counts
+
+
+def _base_state(
+    fn_args: tfx.components.FnArgs, custom_config: dict[str, Any], span: int
+) -> tuple[warm_start.BaseModelState | None, str]:
+    """The base model to warm-start from, or None and why not."""
+    every = int(custom_config.get("full_retrain_every") or 0)
+    if custom_config.get("full_retrain"):
+        return None, "a full retrain was asked for"
+    if every and span % every == 0:
+        return None, f"span {span} is a full-retrain span (every {every})"
+    if not fn_args.base_model:
+        return None, "no base model"
+    try:
+        return warm_start.read_state(fn_args.base_model), ""
+    except warm_start.ColdStart as reason:
+        return None, str(reason)
+
+
+def _build(model: TwoTowerModel, batch: dict[str, tf.Tensor]) -> None:
+    model.user_tower(batch)
+    model.item_tower(batch)
+
+
+def _active_catalogue(path: str | None) -> tuple[set[str] | None, dict]:
+    """Ids and popularity of the catalogue InteractionDelta wrote."""
+    if not path:
+        return None, {}
+    with tf.io.gfile.GFile(path) as f:
+        frame = pd.read_csv(f, dtype={"item_id": str})
+    popularity = dict(zip(frame["item_id"], frame["popularity"], strict=True))
+    return set(popularity), popularity
+
+
+def read_training_summary(serving_dir: str) -> dict[str, Any]:
+    """The training summary `run_fn` wrote into an exported model."""
+    path = os.path.join(serving_dir, "assets.extra", TRAINING_SUMMARY)
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains the two-tower model and exports the retrieval SavedModel."""
+    """Trains (warm or cold) and exports the retrieval SavedModel."""
     custom_config = fn_args.custom_config or {}
     config = ModelConfig.from_dict(custom_config.get("model"))
+    delta = custom_config.get("delta")
+    span = int(delta["span"]) if delta else 0
     tf.keras.utils.set_random_seed(config.seed)
     transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    item_vocabulary = transform_output.vocabulary_by_name(
-        features.ITEM_VOCABULARY
-    )
-    num_users = transform_output.vocabulary_size_by_name(
-        features.USER_VOCABULARY
-    )
-    num_items = len(item_vocabulary)
+    vocabularies = {
+        name: [
+            token.decode()
+            for token in transform_output.vocabulary_by_name(name)
+        ]
+        for name in (features.USER_VOCABULARY, features.ITEM_VOCABULARY)
+    }
+    num_users = len(vocabularies[features.USER_VOCABULARY])
+    num_items = len(vocabularies[features.ITEM_VOCABULARY])
+
+    def snapshot(files, shuffle):
+        return training_dataset(
+            fn_args,
+            files,
+            transform_output,
+            config.batch_size,
+            shuffle=shuffle,
+            seed=config.seed,
+        )
 
     model = TwoTowerModel(num_users, num_items, config)
+    _build(model, next(iter(snapshot(fn_args.train_files, False))))
+    base, reason = _base_state(fn_args, custom_config, span)
+    carried = None
+    if base is not None:
+        try:
+            carried = warm_start.carry_over(model, base, vocabularies)
+        except warm_start.ColdStart as cold:
+            reason = str(cold)
+            model = TwoTowerModel(num_users, num_items, config)
+            _build(model, next(iter(snapshot(fn_args.train_files, False))))
+    if carried is None:
+        logging.info("Cold start: %s.", reason)
+    else:
+        logging.info(
+            "Warm start from the span-%d model at %s: rows carried %s, new %s",
+            base.span,
+            fn_args.base_model,
+            carried.carried,
+            carried.new,
+        )
+
+    on_delta = (
+        carried is not None
+        and delta is not None
+        and delta.get("previous_span") == base.span
+    )
+    if on_delta:
+        files = []
+        for split in _DELTA_TRAINING_SPLITS:
+            files += tf.io.gfile.glob(os.path.join(delta["splits"][split], "*"))
+        train = _raw_dataset(
+            fn_args, files, transform_output, config.batch_size, config.seed
+        )
+        training_set = "delta (added, modified, replay)"
+    else:
+        if carried is not None:
+            logging.info(
+                "The base model was trained on span %d but the delta starts "
+                "from span %s: training on the whole snapshot.",
+                base.span,
+                delta.get("previous_span") if delta else None,
+            )
+        files = list(fn_args.train_files)
+        train = snapshot(files, True)
+        training_set = "snapshot"
+    examples = _count_records(files)
+
     # XLA compilation of the optimizer costs seconds per new model and buys
-    # nothing for embedding lookups on CPU.
+    # nothing for embedding lookups on CPU. The optimizer starts fresh even
+    # on a warm start (see models.warm_start).
     model.compile(
         optimizer=tf.keras.optimizers.Adagrad(
             config.learning_rate, jit_compile=False
         )
     )
-    train = training_dataset(
-        fn_args,
-        fn_args.train_files,
-        transform_output,
-        config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-    )
     logging.info(
-        "Training on %s: %d users, %d items, %d epochs",
-        fn_args.train_files,
+        "Training on the %s: %d examples, %d users, %d items, %d epochs",
+        training_set,
+        examples,
         num_users,
         num_items,
         config.epochs,
     )
     start = time.monotonic()
-    model.fit(train, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()])
-    logging.info("Training took %.1f s", time.monotonic() - start)
+    if examples:
+        model.fit(
+            train, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()]
+        )
+    seconds = time.monotonic() - start
 
+    active, popularity = _active_catalogue(custom_config.get("catalogue"))
     catalogue = collect_catalogue(
-        training_dataset(
-            fn_args,
-            fn_args.train_files + fn_args.eval_files,
-            transform_output,
-            config.batch_size,
-            shuffle=False,
-            seed=config.seed,
-        ),
-        num_items,
+        snapshot(fn_args.train_files + fn_args.eval_files, False), num_items
     )
+    ids = [
+        vocabularies[features.ITEM_VOCABULARY][i]
+        for i in catalogue["item_index"]
+    ]
+    if active is not None:
+        keep = np.array([i in active for i in ids], dtype=bool)
+        catalogue = {k: v[keep] for k, v in catalogue.items()}
+        ids = [i for i, k in zip(ids, keep, strict=True) if k]
     vectors = model.item_tower(
         {k: tf.constant(v) for k, v in catalogue.items()}
     ).numpy()
-    ids = [item_vocabulary[i].decode() for i in catalogue["item_index"]]
     export_retrieval_model(
         model,
         transform_output,
@@ -163,7 +328,43 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         fn_args.serving_model_dir,
         config.top_k,
         max_cutoff=int(custom_config.get("max_recall_cutoff", config.top_k)),
+        num_users=num_users,
+        catalogue_popularity=(
+            np.array([popularity[i] for i in ids]) if popularity else None
+        ),
+        cold_user_feature_weight=config.cold_user_feature_weight,
     )
+    warm_start.write_state(
+        fn_args.serving_model_dir,
+        model,
+        vocabularies,
+        {
+            name: _vocabulary_counts(transform_output, name)
+            for name in vocabularies
+        },
+        span,
+    )
+    summary = {
+        "span": span,
+        "mode": "cold" if carried is None else "warm",
+        "reason": reason,
+        "base_span": None if carried is None else base.span,
+        "carried": carried.carried if carried else {},
+        "new": carried.new if carried else {},
+        "vocabulary": {k: len(v) for k, v in vocabularies.items()},
+        "training_set": training_set,
+        "examples": examples,
+        "epochs": config.epochs,
+        "steps": config.epochs * math.ceil(examples / config.batch_size),
+        "seconds": round(seconds, 3),
+        "catalogue": len(ids),
+    }
+    path = os.path.join(
+        fn_args.serving_model_dir, "assets.extra", TRAINING_SUMMARY
+    )
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(summary, f, indent=2)
+    logging.info("Training summary: %s", warm_start.describe(summary))
     logging.info(
         "Exported the retrieval model with %d catalogue items to %s",
         len(ids),

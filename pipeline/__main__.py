@@ -59,8 +59,20 @@ def _log_to_file(workdir: Path, name: str) -> Path:
     return path
 
 
+def _growth(size: int, training: dict, which: int) -> str:
+    """A vocabulary's size, and what the warm start carried and added."""
+    name = ("user_id", "item_id")[which]
+    if training["mode"] != "warm":
+        return f"{size:,} (all new: cold start)"
+    return (
+        f"{size:,} ({training['carried'][name]:,} carried, "
+        f"{training['new'][name]:,} new)"
+    )
+
+
 def _print_report(report) -> None:
     from components.interaction_delta.executor import describe_summary
+    from models.warm_start import describe
     from pipeline.pipeline import RECALL_CUTOFFS
 
     delta = describe_summary(report.delta).splitlines()
@@ -75,9 +87,11 @@ def _print_report(report) -> None:
         recall = "  ".join(
             f"R@{k} {report.recall[k]:.3f}" for k in RECALL_CUTOFFS
         )
+        training = report.training
         rows += [
-            ("user vocabulary", f"{report.user_vocabulary:,}"),
-            ("item vocabulary", f"{report.item_vocabulary:,}"),
+            ("user vocabulary", _growth(report.user_vocabulary, training, 0)),
+            ("item vocabulary", _growth(report.item_vocabulary, training, 1)),
+            ("training", describe(training)),
             ("recall (held out)", recall),
             ("blessed", "yes" if report.blessed else "no"),
             ("pushed model", report.pushed_model or "- (nothing pushed)"),

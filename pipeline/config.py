@@ -37,6 +37,12 @@ class PipelineConfig:
       delta_shards: shards of users the delta computation is cut into.
       popularity_half_life_seconds: age at which an interaction counts half
         in the catalogue's popularity.
+      vocabulary_min_count: interactions a new id needs in a snapshot to get
+        its own vocabulary row; rarer ids share hashed buckets.
+      full_retrain: train from scratch on the whole snapshot, whatever
+        the base model.
+      full_retrain_every: spans whose number is a multiple of this retrain
+        from scratch; 0 never does.
       model: hyperparameters of the two-tower model.
       beam_args: Beam pipeline options of the data components.
       enable_cache: reuse the outputs of components whose inputs match.
@@ -55,6 +61,9 @@ class PipelineConfig:
     min_delta_pairs: int = 1
     delta_shards: int = 16
     popularity_half_life_seconds: int = 7 * 24 * 3600
+    vocabulary_min_count: int = 1
+    full_retrain: bool = False
+    full_retrain_every: int = 0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     beam_args: tuple[str, ...] = ("--direct_num_workers=1",)
     enable_cache: bool = True
@@ -78,6 +87,16 @@ class PipelineConfig:
         if self.min_delta_pairs < 0:
             raise ValueError(
                 f"min_delta_pairs must be >= 0, got {self.min_delta_pairs}."
+            )
+        if self.vocabulary_min_count < 1:
+            raise ValueError(
+                "vocabulary_min_count must be >= 1, got "
+                f"{self.vocabulary_min_count}."
+            )
+        if self.full_retrain_every < 0:
+            raise ValueError(
+                "full_retrain_every must be >= 0, got "
+                f"{self.full_retrain_every}."
             )
         schema = os.path.join(self.schema_dir, "schema.pbtxt")
         if "://" not in schema and not os.path.isfile(schema):

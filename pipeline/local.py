@@ -25,9 +25,11 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 
 from components.interaction_delta import executor
 from models import features
+from models.trainer import read_training_summary
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RECALL_CUTOFFS, create_pipeline
 
@@ -45,6 +47,9 @@ class SpanReport:
         snapshot (see `components.interaction_delta`).
       trained: whether the delta was large enough to train; when it was
         not, the vocabulary, recall and blessing fields are empty.
+      training: the Trainer's summary: warm or cold start and why, rows
+        carried and new, examples and steps trained, seconds (see
+        `models.trainer`).
       user_vocabulary: user ids in the user vocabulary.
       item_vocabulary: item ids in the item vocabulary.
       recall: Recall@K of the candidate on the held-out pairs, by K.
@@ -57,6 +62,7 @@ class SpanReport:
     rows: int
     delta: dict[str, Any]
     trained: bool
+    training: dict[str, Any] | None
     user_vocabulary: int | None
     item_vocabulary: int | None
     recall: dict[int, float]
@@ -88,10 +94,10 @@ class _ProgressHandler(logging.Handler):
         if state == "running":
             self._started[node] = time.monotonic()
         elif state == "finished" and node in self._skipped:
-            self._printer(f"{self._prefix}{node:<18} skipped")
+            self._printer(f"{self._prefix}{node:<24} skipped")
         elif state == "finished":
             took = time.monotonic() - self._started.get(node, time.monotonic())
-            self._printer(f"{self._prefix}{node:<18} done  {took:6.1f} s")
+            self._printer(f"{self._prefix}{node:<24} done  {took:6.1f} s")
 
 
 @contextlib.contextmanager
@@ -175,6 +181,7 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
         ),
         delta=delta,
         trained="model" in outputs,
+        training=None,
         user_vocabulary=None,
         item_vocabulary=None,
         recall={},
@@ -189,6 +196,9 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
     pushed = outputs["pushed_model"]
     return dataclasses.replace(
         report,
+        training=read_training_summary(
+            path_utils.serving_model_path(outputs["model"].uri)
+        ),
         user_vocabulary=transform.vocabulary_size_by_name(
             features.USER_VOCABULARY
         ),

@@ -15,6 +15,8 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.artifacts import PairIndex
 from components.interaction_delta import InteractionDelta
+from components.vocabulary_transform import GrowingTransform
+from components.warm_start_trainer import WarmStartTrainer
 from pipeline.config import PipelineConfig
 
 __all__ = ["RECALL_CUTOFFS", "create_pipeline", "eval_config"]
@@ -131,11 +133,19 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     changed_pairs = (
         delta.outputs["summary"].future()[0].custom_property("changed_pairs")
     )
+    # The last blessed model is the one the Pusher last pushed: the
+    # vocabularies grow from it and the Trainer warm-starts from it.
+    base_model = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing
+        ),
+    ).with_id("base_model_resolver")
     with tfx.dsl.Cond(changed_pairs >= config.min_delta_pairs):
         transform, trainer, evaluator, pusher = _training(
-            config, example_gen, schema_gen
+            config, example_gen, schema_gen, delta, base_model
         )
-        transform.add_upstream_node(delta)
     metadata = None
     if config.metadata_path:
         metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
@@ -152,6 +162,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             anomaly_gate,
             previous_index,
             delta,
+            base_model,
             transform,
             trainer,
             evaluator,
@@ -167,33 +178,42 @@ def _training(
     config: PipelineConfig,
     example_gen: tfx.components.CsvExampleGen,
     schema_gen: tfx.components.ImportSchemaGen,
+    delta: InteractionDelta,
+    base_model: tfx.dsl.Resolver,
 ) -> tuple[
-    tfx.components.Transform,
-    tfx.components.Trainer,
+    GrowingTransform,
+    WarmStartTrainer,
     tfx.components.Evaluator,
     tfx.components.Pusher,
 ]:
     """Transform, Trainer, Evaluator and Pusher: what a large delta runs."""
-    transform = tfx.components.Transform(
+    transform = GrowingTransform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
+        base_model=base_model.outputs["model"],
         preprocessing_fn="models.features.preprocessing_fn",
+        custom_config={
+            "min_count": config.vocabulary_min_count,
+            "oov_buckets": config.model.oov_buckets,
+        },
         # Held-out ids belong in the vocabularies too: an id is registered
         # when it is seen, whether or not it is trained on.
         splits_config=tfx.proto.SplitsConfig(
             analyze=["train", "eval"], transform=["train", "eval"]
         ),
     )
-    trainer = tfx.components.Trainer(
+    trainer = WarmStartTrainer(
         run_fn="models.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        schema=transform.outputs["post_transform_schema"],
-        train_args=tfx.proto.TrainArgs(),
-        eval_args=tfx.proto.EvalArgs(),
+        base_model=base_model.outputs["model"],
+        delta=delta.outputs["delta"],
+        catalogue=delta.outputs["catalogue"],
         custom_config={
             "model": config.model.to_dict(),
             "max_recall_cutoff": max(RECALL_CUTOFFS),
+            "full_retrain": config.full_retrain,
+            "full_retrain_every": config.full_retrain_every,
         },
     )
     evaluator = tfx.components.Evaluator(

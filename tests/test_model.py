@@ -167,3 +167,52 @@ def test_export_serves_top_k_item_ids(transformed, tmp_path):
     assert np.all(labels < len(ids))
     assert np.all(scored[:, -1] < scored[:, :-1].min(axis=1))
     assert np.all(scored[:, len(ids) :] < scored[:, : len(ids)].min())
+
+
+def test_unknown_users_get_the_popular_items_known_users_their_own(
+    transformed, tmp_path
+):
+    rows, output = transformed
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    batch = _batch(rows)
+    model.user_tower(batch)
+    catalogue = collect_catalogue([batch], num_items=20)
+    vocabulary = output.vocabulary_by_name(features.ITEM_VOCABULARY)
+    ids = [vocabulary[i].decode() for i in catalogue["item_index"]]
+    vectors = model.item_tower(
+        {k: tf.constant(v) for k, v in catalogue.items()}
+    ).numpy()
+    popularity = np.arange(len(ids), dtype=np.float64)[::-1] ** 2
+    request = {
+        "user_id": tf.constant(["u1", "never-seen", "also-new"]),
+        "user_age": tf.constant([21, 30, 60], tf.int64),
+        "user_occupation": tf.constant(["student", "writer", "student"]),
+    }
+
+    def served(weight, with_popularity=True):
+        export_dir = str(tmp_path / f"model-{weight}-{with_popularity}")
+        export_retrieval_model(
+            model,
+            output,
+            ids,
+            vectors,
+            export_dir,
+            top_k=5,
+            num_users=12,
+            catalogue_popularity=popularity if with_popularity else None,
+            cold_user_feature_weight=weight,
+        )
+        serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+        result = serve(**request)
+        return [[i.decode() for i in r] for r in result["item_ids"].numpy()]
+
+    plain = served(0.0, with_popularity=False)
+    popular = served(0.0)
+    blended = served(2.0)
+
+    # Known users are scored by the towers alone.
+    assert popular[0] == blended[0] == plain[0]
+    # Unknown users: the most popular items, reordered by their features.
+    assert popular[1] == popular[2] == ids[:5]
+    assert blended[1] != blended[2]
+    assert plain[1] != ids[:5] or plain[2] != ids[:5]

@@ -5,6 +5,7 @@ import os
 import pytest
 import tensorflow as tf
 
+from models import features, warm_start
 from pipeline import snapshots, synthetic
 from pipeline.config import PipelineConfig
 from pipeline.local import run_span
@@ -89,6 +90,49 @@ def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
     )
     assert second.trained and second.pushed_model != first.pushed_model
 
+    # Span 1 starts cold; span 2 warm-starts from it on the delta, and
+    # every id keeps its index.
+    assert first.training["mode"] == "cold"
+    assert first.training["reason"] == "no base model"
+    training = second.training
+    assert training["mode"] == "warm", training
+    assert training["base_span"] == 1
+    assert training["training_set"].startswith("delta")
+    assert training["examples"] == (
+        pairs["added"] + pairs["modified"] + second.delta["replay"]["pairs"]
+    )
+    for name, size in (
+        ("user_id", first.user_vocabulary),
+        ("item_id", first.item_vocabulary),
+    ):
+        old = features.read_vocabulary(
+            warm_start.vocabulary_path(first.pushed_model, name)
+        )
+        new = features.read_vocabulary(
+            warm_start.vocabulary_path(second.pushed_model, name)
+        )
+        assert len(old) == size
+        assert new[: len(old)] == old
+        assert training["carried"][name] == len(old)
+        assert training["new"][name] == len(new) - len(old)
+    assert training["new"]["item_id"] > 0
+
+    # Retired items are never returned; items new in span 2 can be.
+    snapshot = snapshots.read_span(tiny_data, 2)
+    users = snapshot.drop_duplicates("user_id")
+    model = tf.saved_model.load(second.pushed_model)
+    result = model.signatures["serving_default"](
+        user_id=tf.constant(users["user_id"].tolist()),
+        user_age=tf.constant(users["user_age"].tolist(), tf.int64),
+        user_occupation=tf.constant(users["user_occupation"].tolist()),
+    )
+    returned = {i.decode() for i in result["item_ids"].numpy().ravel()}
+    old_items = {i for i, _ in before}
+    active = set(snapshot["item_id"])
+    assert returned <= active
+    assert old_items - active, "the span retires no item"
+    assert returned & (active - old_items)
+
     # The same span again diffs against span 1 once more; a threshold above
     # its delta skips training and pushing.
     changed = pairs["added"] + pairs["removed"] + pairs["modified"]
@@ -102,7 +146,9 @@ def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
     assert skipped.delta == second.delta
     assert not skipped.trained
     assert skipped.pushed_model is None
-    assert any(line.split()[:2] == ["Trainer", "skipped"] for line in lines)
+    assert any(
+        line.split()[:2] == ["WarmStartTrainer", "skipped"] for line in lines
+    )
     assert not any(line.split()[:2] == ["Pusher", "done"] for line in lines)
     assert sorted(os.listdir(config.serving_root)) == sorted(
         os.path.basename(r.pushed_model) for r in (first, second)

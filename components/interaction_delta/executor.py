@@ -507,6 +507,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         )
 
         delta.span = span
+        delta.set_int_custom_property("span", span)
+        delta.set_int_custom_property(
+            "previous_span", -1 if previous_span is None else previous_span
+        )
         delta.split_names = artifact_utils.encode_split_names(
             list(DELTA_SPLITS)
         )

@@ -1,0 +1,272 @@
+"""What a pushed model carries for the next run, and the carry-over itself.
+
+Every exported model holds, under `assets.extra/`:
+
+- `vocabulary/<name>.tsv`: the user and item vocabularies in index order,
+  one `id<TAB>count` line per id (count: interactions in the snapshot the
+  model was trained on, 0 for ids that vanished). `GrowingTransform`
+  reads them to keep every known id at its index.
+- `warm_start/weights.npz` and `warm_start/state.json`: every weight of
+  the two towers by name, the model config, the span and the vocabulary
+  sizes. The next Trainer copies them into its new model.
+
+Carry-over (`carry_over`): weights of the same name and shape are copied
+as they are; in the two id embeddings each known id gets its old row back
+at its (unchanged) index. A new id's row starts as the out-of-vocabulary
+row the id was hashed to before it had a row of its own: that row was
+trained on the rare ids that shared it, so a new id starts where the old
+model already placed it, at the scale of trained rows, instead of as small
+random noise that retrieval would rarely reach. The optimizer starts fresh:
+Adagrad's accumulators belong to the old step count and learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from models import features
+from models.model import ModelConfig, TwoTowerModel
+
+__all__ = [
+    "BaseModelState",
+    "CarryOver",
+    "ColdStart",
+    "carry_over",
+    "describe",
+    "oov_rows",
+    "read_state",
+    "vocabulary_path",
+    "write_state",
+]
+
+_EXTRA = "assets.extra"
+_STATE_DIR = "warm_start"
+_WEIGHTS = "weights.npz"
+_STATE = "state.json"
+_EMBEDDINGS = {
+    features.USER_VOCABULARY: "user_tower",
+    features.ITEM_VOCABULARY: "item_tower",
+}
+# Config fields that change the shape or meaning of the weights.
+_ARCHITECTURE = ("embedding_dim", "feature_dim", "oov_buckets")
+
+
+class ColdStart(Exception):  # noqa: N818 - a decision, not a failure.
+    """The base model cannot be warm-started from; the message says why."""
+
+
+def vocabulary_path(serving_dir: str, name: str) -> str:
+    """Where a model keeps the vocabulary file `name` (see module doc)."""
+    return os.path.join(serving_dir, _EXTRA, "vocabulary", f"{name}.tsv")
+
+
+def _variables(model: TwoTowerModel) -> dict[str, tf.Variable]:
+    """The towers' weights keyed by a name that is stable across models."""
+    named = {}
+    for tower in (model.user_tower, model.item_tower):
+        for variable in tower.weights:
+            # "user_tower/user_id/embeddings:0" whatever the model's scope.
+            short = variable.name.split(":")[0]
+            short = short[short.index(tower.name) :]
+            named[short] = variable
+    return named
+
+
+def _embedding_name(vocabulary: str) -> str:
+    return f"{_EMBEDDINGS[vocabulary]}/{vocabulary}/embeddings"
+
+
+def write_state(
+    serving_dir: str,
+    model: TwoTowerModel,
+    vocabularies: Mapping[str, Sequence[str]],
+    counts: Mapping[str, Mapping[str, int]],
+    span: int,
+) -> None:
+    """Writes the vocabularies and the weights into an exported model."""
+    for name, ids in vocabularies.items():
+        lines = "".join(f"{i}\t{counts[name].get(i, 0)}\n" for i in ids)
+        path = vocabulary_path(serving_dir, name)
+        tf.io.gfile.makedirs(os.path.dirname(path))
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(lines)
+    state_dir = os.path.join(serving_dir, _EXTRA, _STATE_DIR)
+    tf.io.gfile.makedirs(state_dir)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.numpy() for k, v in _variables(model).items()})
+    with tf.io.gfile.GFile(os.path.join(state_dir, _WEIGHTS), "wb") as f:
+        f.write(buffer.getvalue())
+    with tf.io.gfile.GFile(os.path.join(state_dir, _STATE), "w") as f:
+        json.dump(
+            {
+                "config": model.config.to_dict(),
+                "span": span,
+                "vocabulary_sizes": {
+                    k: len(v) for k, v in vocabularies.items()
+                },
+            },
+            f,
+            indent=2,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModelState:
+    """What `read_state` finds in a base model."""
+
+    config: ModelConfig
+    span: int
+    vocabularies: dict[str, list[str]]
+    weights: dict[str, np.ndarray]
+
+
+def read_state(serving_dir: str) -> BaseModelState:
+    """Reads the warm-start state of an exported model.
+
+    Raises:
+      ColdStart: a file is missing or unreadable, or the pieces disagree.
+    """
+    state_dir = os.path.join(serving_dir, _EXTRA, _STATE_DIR)
+    try:
+        with tf.io.gfile.GFile(os.path.join(state_dir, _STATE)) as f:
+            state = json.load(f)
+        with tf.io.gfile.GFile(os.path.join(state_dir, _WEIGHTS), "rb") as f:
+            data = io.BytesIO(f.read())
+        # allow_pickle=False: a model file never runs code.
+        with np.load(data, allow_pickle=False) as npz:
+            weights = {k: npz[k] for k in npz.files}
+        vocabularies = {
+            name: features.read_vocabulary(vocabulary_path(serving_dir, name))
+            for name in _EMBEDDINGS
+        }
+        config = ModelConfig.from_dict(state["config"])
+        span = int(state["span"])
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        zipfile.BadZipFile,
+        tf.errors.OpError,
+    ) as error:
+        raise ColdStart(
+            f"the base model's warm-start files in {serving_dir} cannot be "
+            f"read ({type(error).__name__}: {error})"
+        ) from error
+    for name, ids in vocabularies.items():
+        rows = weights.get(_embedding_name(name))
+        if rows is None or len(rows) != len(ids) + config.oov_buckets:
+            raise ColdStart(
+                f"the base model's {name} vocabulary ({len(ids)} ids) does "
+                "not match its embedding rows"
+            )
+    return BaseModelState(config, span, vocabularies, weights)
+
+
+def oov_rows(ids: Sequence[str], vocabulary_size: int, buckets: int):
+    """The out-of-vocabulary row each id hashes to in a vocabulary.
+
+    The same hash as `tft.apply_vocabulary(..., num_oov_buckets=buckets)`.
+    """
+    if not len(ids):
+        return np.zeros([0], np.int64)
+    hashed = tf.strings.to_hash_bucket_fast(tf.constant(list(ids)), buckets)
+    return vocabulary_size + hashed.numpy().astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class CarryOver:
+    """Rows of each id embedding carried from the base model, and new."""
+
+    carried: dict[str, int]
+    new: dict[str, int]
+
+
+def carry_over(
+    model: TwoTowerModel,
+    base: BaseModelState,
+    vocabularies: Mapping[str, Sequence[str]],
+) -> CarryOver:
+    """Copies the base model's weights into a built `model`.
+
+    Args:
+      model: the new model, built, with vocabularies that extend the base
+        model's.
+      base: the base model's state.
+      vocabularies: the new model's vocabularies, by name.
+
+    Raises:
+      ColdStart: the architectures differ, or a vocabulary does not extend
+        the base model's.
+    """
+    for field in _ARCHITECTURE:
+        old, new = getattr(base.config, field), getattr(model.config, field)
+        if old != new:
+            raise ColdStart(
+                f"the base model's {field} is {old}, the config's is {new}"
+            )
+    variables = _variables(model)
+    if set(variables) != set(base.weights):
+        raise ColdStart(
+            "the base model's towers differ: weights "
+            f"{sorted(set(variables) ^ set(base.weights))} are in one "
+            "model only"
+        )
+    values = {}
+    carried, new = {}, {}
+    oov = model.config.oov_buckets
+    for name, ids in vocabularies.items():
+        old_ids = base.vocabularies[name]
+        if list(ids[: len(old_ids)]) != old_ids:
+            raise ColdStart(
+                f"the {name} vocabulary does not extend the base model's"
+            )
+        old_rows = base.weights[_embedding_name(name)]
+        fresh = list(ids[len(old_ids) :])
+        rows = np.concatenate(
+            [
+                old_rows[: len(old_ids)],
+                old_rows[oov_rows(fresh, len(old_ids), oov)],
+                old_rows[len(old_ids) :],
+            ]
+        )
+        values[_embedding_name(name)] = rows
+        carried[name], new[name] = len(old_ids), len(fresh)
+    for key, variable in variables.items():
+        value = values.get(key, base.weights[key])
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ColdStart(
+                f"the base model's {key} has shape {value.shape}, the new "
+                f"model's {tuple(variable.shape)}"
+            )
+        values[key] = value
+    for key, variable in variables.items():
+        variable.assign(values[key])
+    return CarryOver(carried, new)
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+    """A training summary (see `models.trainer`) in one line."""
+    if summary["mode"] == "warm":
+        carried, new = summary["carried"], summary["new"]
+        start = (
+            f"warm start from span {summary['base_span']}: carried "
+            f"{carried['user_id']:,} users, {carried['item_id']:,} items; "
+            f"new {new['user_id']:,} users, {new['item_id']:,} items"
+        )
+    else:
+        start = f"cold start ({summary['reason']})"
+    return (
+        f"{start}; trained on the {summary['training_set']}: "
+        f"{summary['examples']:,} examples, {summary['steps']:,} steps, "
+        f"{summary['seconds']:.1f} s"
+    )
