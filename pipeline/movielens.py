@@ -405,8 +405,14 @@ def _load_100k(path: pathlib.Path) -> pd.DataFrame:
     data, directory = _locate(path, "u.data")
     _require_file(directory, "u.item", data.name)
     _require_file(directory, "u.user", data.name)
+    # Some copies of u.data open with a "#user id | item id | ..." line.
     ratings = _read(
-        data, sep="\t", header=None, dtype=str, keep_default_na=False
+        data,
+        sep="\t",
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        comment="#",
     )
     _require_columns(ratings, data, _RATING_COLUMNS)
     ratings = ratings.iloc[:, : len(_RATING_COLUMNS)]

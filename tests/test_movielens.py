@@ -119,6 +119,18 @@ def test_load_100k(tmp_path, as_file) -> None:
     ]
 
 
+def test_load_100k_skips_a_commented_header_line(tmp_path) -> None:
+    directory = _write_100k(tmp_path / "ml-100k")
+    data = directory / "u.data"
+    header = "#user id | item id | rating(1-5) | timestamp.\n"
+    expected = movielens.load_movielens(directory, "movielens-100k")
+    data.write_text(header + data.read_text())
+
+    frame = movielens.load_movielens(directory, "movielens-100k")
+
+    pd.testing.assert_frame_equal(frame, expected)
+
+
 def test_load_100k_reads_genre_names_from_u_genre(tmp_path) -> None:
     genres = ("unknown", "Thrills", "Kids", "Art House")
     genre_file = "".join(f"{name}|{k}\n" for k, name in enumerate(genres))
