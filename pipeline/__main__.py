@@ -126,6 +126,9 @@ def _run_spans(
             recall_floor=args.recall_floor,
             min_delta_pairs=args.min_delta_pairs,
             replay_ratio=args.replay_ratio,
+            full_retrain=args.full_retrain,
+            full_retrain_every=args.full_retrain_every,
+            vocabulary_min_count=args.min_count,
             enable_cache=not args.no_cache,
         )
         try:
@@ -229,6 +232,25 @@ def _parser() -> argparse.ArgumentParser:
             type=float,
             default=1.0,
             help="unchanged pairs replayed per changed pair (default: 1)",
+        )
+        command.add_argument(
+            "--full-retrain",
+            action="store_true",
+            help="train from scratch on the whole snapshot",
+        )
+        command.add_argument(
+            "--full-retrain-every",
+            type=int,
+            default=0,
+            help="spans whose number is a multiple of N retrain from "
+            "scratch (default: 0, never)",
+        )
+        command.add_argument(
+            "--min-count",
+            type=int,
+            default=1,
+            help="interactions a new id needs for its own vocabulary row "
+            "(default: 1)",
         )
         command.add_argument(
             "--no-cache", action="store_true", help="rerun every component"

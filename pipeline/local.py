@@ -29,6 +29,7 @@ from tfx.utils import path_utils
 
 from components.interaction_delta import executor
 from models import features
+from models.metrics import metric_name
 from models.trainer import read_training_summary
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RECALL_CUTOFFS, create_pipeline
@@ -161,7 +162,7 @@ def _recall(evaluation_uri: str) -> dict[int, float]:
     overall = dict(result.slicing_metrics)[()][""]
     recall = {}
     for k in RECALL_CUTOFFS:
-        value = overall.get(f"topK:{k}", {}).get("recall", {})
+        value = overall.get("", {}).get(metric_name(k), {})
         recall[k] = float(value.get("doubleValue", float("nan")))
     return recall
 

@@ -7,6 +7,7 @@ runs what it returns.
 
 from __future__ import annotations
 
+import json
 import os
 
 import tensorflow_model_analysis as tfma
@@ -27,32 +28,24 @@ RECALL_CUTOFFS = (10, 50, 100)
 def eval_config(recall_floor: float) -> tfma.EvalConfig:
     """Recall@K over the catalogue, and the floor a candidate must reach.
 
-    Each held-out pair is a one-label multi-class example: the model's
-    `score_catalogue` signature scores every catalogue item for the user and
-    `transformed_labels` gives the column of the pair's item. TFMA's Recall
-    with `top_k` then counts the pairs whose item is in the user's top K.
+    Each held-out pair is scored by the model's `score_catalogue` signature
+    over every catalogue item; `transformed_labels` gives the column of the
+    pair's item. `models.metrics.CatalogueRecall` counts the pairs whose
+    item ranks within the top K.
     """
-    floor_k = max(RECALL_CUTOFFS)
     floor = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(
             lower_bound={"value": recall_floor}
         )
     )
-    # Thresholds apply to every top-k of a spec, so the floor on the largest
-    # cutoff gets a spec of its own.
-    metrics_specs = [
-        tfma.MetricsSpec(
-            metrics=[tfma.MetricConfig(class_name="Recall")],
-            binarize=tfma.BinarizationOptions(
-                top_k_list={
-                    "values": [k for k in RECALL_CUTOFFS if k != floor_k]
-                }
-            ),
-        ),
-        tfma.MetricsSpec(
-            metrics=[tfma.MetricConfig(class_name="Recall", threshold=floor)],
-            binarize=tfma.BinarizationOptions(top_k_list={"values": [floor_k]}),
-        ),
+    metrics = [
+        tfma.MetricConfig(
+            class_name="CatalogueRecall",
+            module="models.metrics",
+            config=json.dumps({"top_k": k}),
+            threshold=floor if k == max(RECALL_CUTOFFS) else None,
+        )
+        for k in RECALL_CUTOFFS
     ]
     return tfma.EvalConfig(
         model_specs=[
@@ -63,7 +56,7 @@ def eval_config(recall_floor: float) -> tfma.EvalConfig:
             )
         ],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=metrics_specs,
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
     )
 
 
