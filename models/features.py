@@ -130,19 +130,16 @@ def preprocessing_fn(
     previous = config.get("previous_vocabularies") or {}
     min_count = int(config.get("min_count", DEFAULT_MIN_COUNT))
     oov_buckets = int(config.get("oov_buckets", DEFAULT_OOV_BUCKETS))
-    user_index = _growing_index(
-        _squeeze(inputs["user_id"]),
-        USER_VOCABULARY,
-        previous.get(USER_VOCABULARY),
-        min_count,
-        oov_buckets,
-    )
-    item_index = _growing_index(
-        _squeeze(inputs["item_id"]),
-        ITEM_VOCABULARY,
-        previous.get(ITEM_VOCABULARY),
-        min_count,
-        oov_buckets,
+    # The raw id features are named like their vocabularies.
+    user_index, item_index = (
+        _growing_index(
+            _squeeze(inputs[name]),
+            name,
+            previous.get(name),
+            min_count,
+            oov_buckets,
+        )
+        for name in (USER_VOCABULARY, ITEM_VOCABULARY)
     )
 
     occupation = tft.compute_and_apply_vocabulary(
