@@ -23,6 +23,7 @@ import tensorflow_transform as tft
 __all__ = [
     "AGE_BOUNDARIES",
     "GENRE_BUCKETS",
+    "HELD_OUT",
     "ITEM_ID",
     "ITEM_VOCABULARY",
     "OCCUPATION_BUCKETS",
@@ -35,6 +36,9 @@ __all__ = [
     "read_vocabulary",
 ]
 
+# Feature of InteractionDelta's examples: 1 for a pair of a held-out split,
+# which the Trainer never trains on.
+HELD_OUT = "held_out"
 USER_ID = "user_id"
 ITEM_ID = "item_id"
 RAW_USER_FEATURES = ("user_id", "user_age", "user_occupation")

@@ -11,7 +11,8 @@ is pointed here with `run_fn="models.trainer.run_fn"`. Its custom config:
   a multiple of N retrain from scratch).
 
 A warm start copies the base model's weights (see `models.warm_start`)
-and trains on the delta's added and modified pairs plus the replay sample;
+and trains on the delta's added and modified pairs (those of held-out
+splits excepted) plus the replay sample;
 the number of steps follows from that set, so a small delta costs little.
 A cold start trains a fresh model on the whole snapshot; the log and the
 training summary say why it was cold: no base model, a full retrain asked
@@ -34,6 +35,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
@@ -126,30 +128,53 @@ class _EpochLog(tf.keras.callbacks.Callback):
         )
 
 
-def _raw_dataset(
+def _delta_dataset(
     fn_args: tfx.components.FnArgs,
     files: list[str],
     transform_output: tft.TFTransformOutput,
     batch_size: int,
     seed: int,
 ) -> tf.data.Dataset:
-    """Raw examples (the delta's) through the transform graph."""
+    """The delta's training rows (not held out), through the transform."""
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(transform_output.raw_metadata.schema)
+    held_out = schema.feature.add(name=features.HELD_OUT, type=schema_pb2.INT)
+    held_out.shape.dim.add(size=1)
+    held_out.presence.min_fraction = 1.0
     layer = transform_output.transform_features_layer()
+
+    def training_rows(batch):
+        batch = dict(batch)
+        keep = tf.equal(tf.reshape(batch.pop(features.HELD_OUT), [-1]), 0)
+        return {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+
     raw = fn_args.data_accessor.tf_dataset_factory(
         files,
         tfxio.TensorFlowDatasetOptions(
             batch_size=batch_size, shuffle=True, shuffle_seed=seed, num_epochs=1
         ),
-        transform_output.raw_metadata.schema,
+        schema,
     )
-    return raw.map(layer, num_parallel_calls=tf.data.AUTOTUNE)
+    return raw.map(training_rows).map(
+        layer, num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
-def _count_records(patterns: list[str]) -> int:
+def _count_records(patterns: list[str], held_out: bool = False) -> int:
+    """Records in the files; with `held_out`, only those not held out."""
     files = [f for p in patterns for f in tf.io.gfile.glob(p)]
-    return sum(
-        1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if not held_out:
+        return sum(1 for _ in records)
+    spec = {
+        features.HELD_OUT: tf.io.FixedLenFeature(
+            [1], tf.int64, default_value=[0]
+        )
+    }
+    flags = records.batch(4096).map(
+        lambda s: tf.io.parse_example(s, spec)[features.HELD_OUT]
     )
+    return sum(int(np.sum(b == 0)) for b in flags.as_numpy_iterator())
 
 
 def _vocabulary_counts(
@@ -265,7 +290,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         files = []
         for split in _DELTA_TRAINING_SPLITS:
             files += tf.io.gfile.glob(os.path.join(delta["splits"][split], "*"))
-        train = _raw_dataset(
+        train = _delta_dataset(
             fn_args, files, transform_output, config.batch_size, config.seed
         )
         training_set = "delta (added, modified, replay)"
@@ -280,7 +305,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         files = list(fn_args.train_files)
         train = snapshot(files, True)
         training_set = "snapshot"
-    examples = _count_records(files)
+    examples = _count_records(files, held_out=on_delta)
 
     # XLA compilation of the optimizer costs seconds per new model and buys
     # nothing for embedding lookups on CPU. The optimizer starts fresh even

@@ -171,9 +171,24 @@ def test_executor_delta_reproduces_the_snapshot_and_is_repeatable(
     assert summary["previous_span"] == 1
     assert sum(summary["rating_changes"].values()) == pairs["modified"]
     assert len(delta["replay"]) == summary["replay"]["pairs"]
-    assert len(delta["replay"]) == min(
-        pairs["unchanged"], pairs["added"] + pairs["modified"]
+    # `write_examples` puts the second half of the rows in the held-out
+    # "eval" split: those pairs are flagged, and never replayed.
+    eval_rows = np.array_split(np.arange(len(current)), 2)[1]
+    flagged = current.assign(
+        held_out=np.isin(np.arange(len(current)), eval_rows)
     )
+    expected = diff.diff_shard(_newest(previous), flagged)
+    held_out = summary["held_out"]
+    assert held_out == {
+        "added": int(expected.added["held_out"].sum()),
+        "modified": int(expected.modified["held_out"].sum()),
+    }
+    replayable = expected.unchanged[~expected.unchanged["held_out"]]
+    trainable = (
+        pairs["added"] - held_out["added"] + pairs["modified"]
+    ) - held_out["modified"]
+    assert len(delta["replay"]) == min(len(replayable), trainable)
+    assert set(_ratings(delta["replay"])) <= set(_ratings(replayable))
     assert testing.read_summary(again) == summary
     for split, frame in testing.read_delta(again).items():
         pd.testing.assert_frame_equal(frame, delta[split])
@@ -202,6 +217,8 @@ def test_the_first_run_adds_everything(base_run):
     }
     assert summary["users"] == {"current": 8, "new": 8, "vanished": 0}
     assert summary["items"] == {"current": 2, "new": 2, "vanished": 0}
+    # Half of the rows come from the held-out "eval" split.
+    assert summary["held_out"] == {"added": 8, "modified": 0}
     assert len(testing.read_delta(outputs)["added"]) == 16
     properties = outputs["summary"][0].mlmd_artifact.custom_properties
     assert properties["changed_pairs"].int_value == 16

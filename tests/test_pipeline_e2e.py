@@ -98,8 +98,14 @@ def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
     assert training["mode"] == "warm", training
     assert training["base_span"] == 1
     assert training["training_set"].startswith("delta")
+    held_out = second.delta["held_out"]
+    assert 0 < held_out["added"] < pairs["added"]
     assert training["examples"] == (
-        pairs["added"] + pairs["modified"] + second.delta["replay"]["pairs"]
+        pairs["added"]
+        - held_out["added"]
+        + pairs["modified"]
+        - held_out["modified"]
+        + second.delta["replay"]["pairs"]
     )
     for name, size in (
         ("user_id", first.user_vocabulary),

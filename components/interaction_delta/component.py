@@ -12,7 +12,8 @@ Outputs:
     `components.interaction_delta.diff` for what each means; the newest
     timestamp wins when a snapshot repeats a pair) and `replay`, a
     deterministic sample of unchanged pairs, `replay_ratio` times the added
-    plus modified pairs.
+    plus modified pairs. Rows from a held-out split carry `held_out=1` and
+    are never replayed.
   summary: counts of pairs, users and items that changed and the
     distribution of rating changes (`summary.json`), with the headline
     counts as custom properties: `changed_pairs`, `pairs_added`, ...
@@ -22,6 +23,8 @@ Outputs:
 """
 
 from __future__ import annotations
+
+import json
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -43,6 +46,7 @@ class InteractionDeltaSpec(types.ComponentSpec):
         "replay_ratio": ExecutionParameter(type=float),
         "num_shards": ExecutionParameter(type=int),
         "popularity_half_life_seconds": ExecutionParameter(type=int),
+        "held_out_splits": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -69,6 +73,7 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
         replay_ratio: float = 1.0,
         num_shards: int = 16,
         popularity_half_life_seconds: int = _WEEK_SECONDS,
+        held_out_splits: tuple[str, ...] = ("eval",),
     ):
         """Builds the component.
 
@@ -80,6 +85,9 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
           num_shards: shards of users the work is cut into.
           popularity_half_life_seconds: age at which an interaction counts
             half in the catalogue's popularity.
+          held_out_splits: splits of `examples` kept for evaluation: their
+            rows carry `held_out=1` in the delta, which the Trainer skips,
+            and are never in the replay sample.
         """
         if replay_ratio < 0:
             raise ValueError(f"replay_ratio must be >= 0, got {replay_ratio}.")
@@ -96,6 +104,7 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
             replay_ratio=float(replay_ratio),
             num_shards=int(num_shards),
             popularity_half_life_seconds=int(popularity_half_life_seconds),
+            held_out_splits=json.dumps(list(held_out_splits)),
             delta=types.Channel(type=standard_artifacts.Examples),
             summary=types.Channel(type=DeltaSummary),
             catalogue=types.Channel(type=ItemCatalogue),

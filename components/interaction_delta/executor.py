@@ -33,6 +33,7 @@ from tfx_bsl.coders import example_coder
 
 from components.artifacts import span_of
 from components.interaction_delta import diff
+from models import features
 from pipeline.snapshots import COLUMNS, DTYPES, ID_COLUMNS
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 DELTA_SPLITS = ("added", "removed", "modified", "replay")
+HELD_OUT = features.HELD_OUT
 SUMMARY_FILE = "summary.json"
 CATALOGUE_FILE = "catalogue.csv"
 INDEX_FILE = "index.json"
@@ -190,13 +192,17 @@ def _read_file(path: str) -> Iterator[pd.DataFrame]:
 
 
 class _ReadAndShard(beam.DoFn):
-    """A file of examples -> (shard, rows of that shard) pieces."""
+    """A (file of examples, held out?) -> (shard, rows of that shard)."""
 
     def __init__(self, num_shards: int):
         self._num_shards = num_shards
 
-    def process(self, path: str) -> Iterator[tuple[int, pd.DataFrame]]:
+    def process(
+        self, element: tuple[str, bool]
+    ) -> Iterator[tuple[int, pd.DataFrame]]:
+        path, held_out = element
         for frame in _read_file(path):
+            frame[HELD_OUT] = held_out
             shards = diff.shard_of(
                 frame["user_id"].to_numpy(), self._num_shards
             )
@@ -224,9 +230,10 @@ class _DiffShard(beam.DoFn):
     ) -> Iterator[Any]:
         shard, pieces = element
         current = pd.concat(
-            [diff.empty_snapshot()] + [x for x in pieces if x is not None],
+            [diff.empty_snapshot().assign(**{HELD_OUT: False})]
+            + [x for x in pieces if x is not None],
             ignore_index=True,
-        ).astype(DTYPES)
+        ).astype({**DTYPES, HELD_OUT: bool})
         if self._previous_dir:
             previous = read_index_shard(
                 self._previous_dir, shard, self._num_shards
@@ -238,8 +245,9 @@ class _DiffShard(beam.DoFn):
         path = _shard_path(self._index_dir, shard, self._num_shards)
         # Through a buffer: pyarrow cannot write to a GFile directly.
         buffer = pa.BufferOutputStream()
+        snapshot = delta.current[list(COLUMNS)]
         pq.write_table(
-            pa.Table.from_pandas(delta.current, preserve_index=False), buffer
+            pa.Table.from_pandas(snapshot, preserve_index=False), buffer
         )
         with tf.io.gfile.GFile(path, "wb") as f:
             f.write(buffer.getvalue().to_pybytes())
@@ -248,11 +256,11 @@ class _DiffShard(beam.DoFn):
             rows = getattr(delta, name)
             if len(rows):
                 yield beam.pvalue.TaggedOutput(name, rows)
-        fractions = diff.pair_fraction(delta.unchanged)
-        if len(delta.unchanged):
-            yield beam.pvalue.TaggedOutput(
-                "unchanged", (fractions, delta.unchanged)
-            )
+        # Held-out pairs are never replayed: they are for evaluation.
+        replayable = delta.unchanged[~delta.unchanged[HELD_OUT].to_numpy()]
+        fractions = diff.pair_fraction(replayable)
+        if len(replayable):
+            yield beam.pvalue.TaggedOutput("unchanged", (fractions, replayable))
 
         items = delta.current.groupby("item_id")["timestamp"]
         newest = int(delta.current["timestamp"].max()) if len(current) else 0
@@ -267,6 +275,8 @@ class _DiffShard(beam.DoFn):
             "removed": len(delta.removed),
             "modified": len(delta.modified),
             "unchanged": len(delta.unchanged),
+            "held_out_added": int(delta.added[HELD_OUT].sum()),
+            "held_out_modified": int(delta.modified[HELD_OUT].sum()),
             "users": int(delta.current["user_id"].nunique()),
             "users_new": delta.users_new,
             "users_vanished": delta.users_vanished,
@@ -308,8 +318,16 @@ def _summarize(
             "users",
             "users_new",
             "users_vanished",
+            "held_out_added",
+            "held_out_modified",
         )
     }
+    trainable = (
+        total["added"]
+        - total["held_out_added"]
+        + total["modified"]
+        - total["held_out_modified"]
+    )
     newest = max((s["newest"] for s in shards if s["rows"]), default=0)
     frames = []
     for s in shards:
@@ -355,7 +373,7 @@ def _summarize(
     )
     target = min(
         len(fractions),
-        int(round(replay_ratio * (total["added"] + total["modified"]))),
+        int(round(replay_ratio * trainable)),
     )
     cutoff = float(fractions[target - 1]) if target else -1.0
     summary = {
@@ -383,6 +401,10 @@ def _summarize(
         "rating_changes": {
             f"{change:+.1f}": count
             for change, count in sorted(rating_changes.items())
+        },
+        "held_out": {
+            "added": total["held_out_added"],
+            "modified": total["held_out_modified"],
         },
         "replay": {
             "ratio": replay_ratio,
@@ -418,19 +440,23 @@ def _sample_replay(
 
 
 def encode_examples(rows: pd.DataFrame) -> Iterator[bytes]:
-    """Rows with the snapshot's columns -> serialized tf.Examples."""
+    """Rows with the snapshot's columns -> serialized tf.Examples.
+
+    A `held_out` column, when the rows have one, becomes an int feature.
+    """
     offsets = pa.array(np.arange(len(rows) + 1), pa.int64())
     arrays = []
-    for name in COLUMNS:
+    names = list(COLUMNS) + ([HELD_OUT] if HELD_OUT in rows else [])
+    for name in names:
         values = rows[name].to_numpy()
-        if DTYPES[name] == "object":
+        if DTYPES.get(name) == "object":
             flat = pa.array(values.tolist(), pa.large_binary())
-        elif DTYPES[name] == "float64":
+        elif DTYPES.get(name) == "float64":
             flat = pa.array(values.astype(np.float32))
         else:
             flat = pa.array(values.astype(np.int64))
         arrays.append(pa.LargeListArray.from_arrays(offsets, flat))
-    batch = pa.RecordBatch.from_arrays(arrays, list(COLUMNS))
+    batch = pa.RecordBatch.from_arrays(arrays, names)
     yield from example_coder.RecordBatchToExamples(batch)
 
 
@@ -490,10 +516,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         half_life = float(exec_properties["popularity_half_life_seconds"])
         span = span_of(examples)
 
+        held_out_splits = set(
+            json.loads(exec_properties.get("held_out_splits") or "[]")
+        )
         files = []
         for split in artifact_utils.decode_split_names(examples.split_names):
             split_uri = artifact_utils.get_split_uri([examples], split)
-            files.extend(sorted(tf.io.gfile.glob(os.path.join(split_uri, "*"))))
+            files.extend(
+                (path, split in held_out_splits)
+                for path in sorted(
+                    tf.io.gfile.glob(os.path.join(split_uri, "*"))
+                )
+            )
         previous_dir, previous_span = _previous_index(
             input_dict.get("previous_index", []), span
         )

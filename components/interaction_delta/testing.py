@@ -53,6 +53,7 @@ def run_executor(
     replay_ratio: float = 1.0,
     num_shards: int = 4,
     half_life_seconds: int = 7 * 24 * 3600,
+    held_out_splits: Sequence[str] = ("eval",),
 ) -> dict[str, list[Any]]:
     """Runs the executor once; returns its output artifacts by name."""
     outputs: dict[str, list[Any]] = {}
@@ -76,6 +77,7 @@ def run_executor(
             "replay_ratio": replay_ratio,
             "num_shards": num_shards,
             "popularity_half_life_seconds": half_life_seconds,
+            "held_out_splits": json.dumps(list(held_out_splits)),
         },
     )
     return outputs
