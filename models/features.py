@@ -24,11 +24,13 @@ __all__ = [
     "AGE_BOUNDARIES",
     "GENRE_BUCKETS",
     "HELD_OUT",
+    "ITEM_COHORT",
     "ITEM_ID",
     "ITEM_VOCABULARY",
     "OCCUPATION_BUCKETS",
     "RAW_ITEM_FEATURES",
     "RAW_USER_FEATURES",
+    "USER_COHORT",
     "USER_ID",
     "USER_VOCABULARY",
     "YEAR_BOUNDARIES",
@@ -39,6 +41,11 @@ __all__ = [
 # Feature of InteractionDelta's examples: 1 for a pair of a held-out split,
 # which the Trainer never trains on.
 HELD_OUT = "held_out"
+# Features of InteractionDelta's held-out examples, which the Evaluator
+# slices by: whether the user ("new" or "returning") and the item ("new" or
+# "known") were in the previous snapshot.
+USER_COHORT = "user_cohort"
+ITEM_COHORT = "item_cohort"
 USER_ID = "user_id"
 ITEM_ID = "item_id"
 RAW_USER_FEATURES = ("user_id", "user_age", "user_occupation")

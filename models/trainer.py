@@ -12,7 +12,8 @@ is pointed here with `run_fn="models.trainer.run_fn"`. Its custom config:
 
 A warm start copies the base model's weights (see `models.warm_start`)
 and trains on the delta's added and modified pairs (those of held-out
-splits excepted) plus the replay sample;
+splits excepted), the released ones (held out last time, not any more)
+plus the replay sample;
 the number of steps follows from that set, so a small delta costs little.
 A cold start trains a fresh model on the whole snapshot; the log and the
 training summary say why it was cold: no base model, a full retrain asked
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 TRAINING_SUMMARY = "training_summary.json"
-_DELTA_TRAINING_SPLITS = ("added", "modified", "replay")
+_DELTA_TRAINING_SPLITS = ("added", "modified", "released", "replay")
 
 _ITEM_COLUMNS = ("item_index", "item_genres", "item_year_bucket")
 

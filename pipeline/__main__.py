@@ -70,10 +70,10 @@ def _growth(size: int, training: dict, which: int) -> str:
     )
 
 
-def _print_report(report) -> None:
+def _print_report(report, config) -> None:
     from components.interaction_delta.executor import describe_summary
     from models.warm_start import describe
-    from pipeline.pipeline import RECALL_CUTOFFS
+    from pipeline.evaluation import describe_evaluation
 
     delta = describe_summary(report.delta).splitlines()
     rows = [
@@ -84,18 +84,22 @@ def _print_report(report) -> None:
         ("", delta[2]),
     ]
     if report.trained:
-        recall = "  ".join(
-            f"R@{k} {report.recall[k]:.3f}" for k in RECALL_CUTOFFS
-        )
         training = report.training
         rows += [
             ("user vocabulary", _growth(report.user_vocabulary, training, 0)),
             ("item vocabulary", _growth(report.item_vocabulary, training, 1)),
             ("training", describe(training)),
-            ("recall (held out)", recall),
-            ("blessed", "yes" if report.blessed else "no"),
-            ("pushed model", report.pushed_model or "- (nothing pushed)"),
         ]
+        evaluation = describe_evaluation(
+            report.evaluation,
+            config.recall_floor,
+            config.regression_tolerance,
+        )
+        rows.append(("evaluation", evaluation[0]))
+        rows += [("", line) for line in evaluation[1:]]
+        rows.append(
+            ("pushed model", report.pushed_model or "- (nothing pushed)")
+        )
     else:
         rows.append(("trained", "no: the delta is below --min-delta-pairs"))
     rows.append(("wall time", f"{report.seconds:.0f} s"))
@@ -124,6 +128,8 @@ def _run_spans(
             data,
             span=span,
             recall_floor=args.recall_floor,
+            regression_tolerance=args.regression_tolerance,
+            holdout_fraction=args.holdout_fraction,
             min_delta_pairs=args.min_delta_pairs,
             replay_ratio=args.replay_ratio,
             full_retrain=args.full_retrain,
@@ -137,7 +143,7 @@ def _run_spans(
             print(f"\nSpan {span}: the run failed: {error}", file=sys.stderr)
             print(f"Full log: {log}", file=sys.stderr)
             return 1
-        _print_report(report)
+        _print_report(report, config)
     return 0
 
 
@@ -220,7 +226,26 @@ def _parser() -> argparse.ArgumentParser:
             default="work",
             help="pipeline root, metadata and serving models (default: work)",
         )
-        command.add_argument("--recall-floor", type=float, default=0.05)
+        command.add_argument(
+            "--recall-floor",
+            type=float,
+            default=0.05,
+            help="Recall@100 a model needs to be blessed (default: 0.05)",
+        )
+        command.add_argument(
+            "--regression-tolerance",
+            type=float,
+            default=0.01,
+            help="how far Recall@100 may fall below the last blessed "
+            "model's, overall and for returning users (default: 0.01)",
+        )
+        command.add_argument(
+            "--holdout-fraction",
+            type=float,
+            default=0.05,
+            help="share of each snapshot, the newest rows, held out for "
+            "evaluation (default: 0.05)",
+        )
         command.add_argument(
             "--min-delta-pairs",
             type=int,

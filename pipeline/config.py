@@ -27,8 +27,12 @@ class PipelineConfig:
       name: pipeline name, also the metadata context.
       span: the span to run; `None` takes the newest span under data_root.
       schema_dir: folder of the curated `schema.pbtxt`.
-      eval_buckets: hash buckets (of 10) of a span held out for evaluation.
+      holdout_fraction: share of a snapshot's rows, the newest in time,
+        held out from training for the Evaluator.
       recall_floor: Recall@100 a candidate needs to be blessed.
+      regression_tolerance: how far the candidate's Recall@100, overall
+        and for returning users, may fall below the baseline's (the last
+        blessed model's) and still be blessed.
       replay_ratio: unchanged pairs replayed per added or modified pair
         when training on a delta.
       min_delta_pairs: a span whose pairs added, removed and modified
@@ -55,8 +59,9 @@ class PipelineConfig:
     name: str = "freshtower"
     span: int | None = None
     schema_dir: str = str(SCHEMA_DIR)
-    eval_buckets: int = 2
+    holdout_fraction: float = 0.05
     recall_floor: float = 0.05
+    regression_tolerance: float = 0.01
     replay_ratio: float = 1.0
     min_delta_pairs: int = 1
     delta_shards: int = 16
@@ -71,10 +76,15 @@ class PipelineConfig:
     def __post_init__(self):
         if self.span is not None and self.span < 0:
             raise ValueError(f"span must be >= 0, got {self.span}.")
-        if not 0 < self.eval_buckets < 10:
+        if not 0.001 <= self.holdout_fraction <= 0.5:
             raise ValueError(
-                f"eval_buckets must be in 1..9 (of 10), got "
-                f"{self.eval_buckets}."
+                "holdout_fraction must be in [0.001, 0.5], got "
+                f"{self.holdout_fraction}."
+            )
+        if not 0.0 <= self.regression_tolerance <= 1.0:
+            raise ValueError(
+                "regression_tolerance must be in [0, 1], got "
+                f"{self.regression_tolerance}."
             )
         if not 0.0 <= self.recall_floor <= 1.0:
             raise ValueError(

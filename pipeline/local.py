@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
 import tensorflow_transform as tft
 from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
@@ -29,10 +28,10 @@ from tfx.utils import path_utils
 
 from components.interaction_delta import executor
 from models import features
-from models.metrics import metric_name
 from models.trainer import read_training_summary
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import RECALL_CUTOFFS, create_pipeline
+from pipeline.evaluation import ALL, CANDIDATE, Evaluation, read_evaluation
+from pipeline.pipeline import create_pipeline
 
 __all__ = ["SpanReport", "component_progress", "run_span"]
 
@@ -53,7 +52,8 @@ class SpanReport:
         `models.trainer`).
       user_vocabulary: user ids in the user vocabulary.
       item_vocabulary: item ids in the item vocabulary.
-      recall: Recall@K of the candidate on the held-out pairs, by K.
+      evaluation: what the Evaluator found: Recall@K per slice of the
+        candidate and the baseline, the verdict and why.
       blessed: whether the Evaluator blessed the candidate.
       pushed_model: the serving directory the Pusher wrote, if it pushed.
       seconds: wall time of the run.
@@ -66,10 +66,17 @@ class SpanReport:
     training: dict[str, Any] | None
     user_vocabulary: int | None
     item_vocabulary: int | None
-    recall: dict[int, float]
+    evaluation: Evaluation | None
     blessed: bool
     pushed_model: str | None
     seconds: float
+
+    @property
+    def recall(self) -> dict[int, float]:
+        """The candidate's overall Recall@K on the held-out pairs, by K."""
+        if self.evaluation is None:
+            return {}
+        return self.evaluation.recall.get(ALL, {}).get(CANDIDATE, {})
 
 
 class _ProgressHandler(logging.Handler):
@@ -157,16 +164,6 @@ def _row_count(statistics_uri: str, split_names: str) -> int:
     return rows
 
 
-def _recall(evaluation_uri: str) -> dict[int, float]:
-    result = tfma.load_eval_result(evaluation_uri)
-    overall = dict(result.slicing_metrics)[()][""]
-    recall = {}
-    for k in RECALL_CUTOFFS:
-        value = overall.get("", {}).get(metric_name(k), {})
-        recall[k] = float(value.get("doubleValue", float("nan")))
-    return recall
-
-
 def _report(config: PipelineConfig, seconds: float) -> SpanReport:
     outputs = _run_outputs(config)
     examples = outputs["examples"]
@@ -185,7 +182,7 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
         training=None,
         user_vocabulary=None,
         item_vocabulary=None,
-        recall={},
+        evaluation=None,
         blessed=False,
         pushed_model=None,
         seconds=seconds,
@@ -206,7 +203,7 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
         item_vocabulary=transform.vocabulary_size_by_name(
             features.ITEM_VOCABULARY
         ),
-        recall=_recall(outputs["evaluation"].uri),
+        evaluation=read_evaluation(outputs["evaluation"].uri),
         blessed=bool(blessing.custom_properties["blessed"].int_value),
         pushed_model=(
             pushed.custom_properties["pushed_destination"].string_value

@@ -16,37 +16,84 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.artifacts import PairIndex
 from components.interaction_delta import InteractionDelta
+from components.temporal_split import TemporalExampleGen
 from components.vocabulary_transform import GrowingTransform
 from components.warm_start_trainer import WarmStartTrainer
+from models import features
 from pipeline.config import PipelineConfig
 
-__all__ = ["RECALL_CUTOFFS", "create_pipeline", "eval_config"]
+__all__ = [
+    "COHORTS",
+    "GATED_CUTOFF",
+    "RECALL_CUTOFFS",
+    "create_pipeline",
+    "eval_config",
+]
 
 RECALL_CUTOFFS = (10, 50, 100)
+# Recall@K at this K decides the blessing.
+GATED_CUTOFF = max(RECALL_CUTOFFS)
+# The slices of the evaluation besides the overall one: feature -> values.
+COHORTS = {
+    features.USER_COHORT: ("returning", "new"),
+    features.ITEM_COHORT: ("known", "new"),
+}
+_PER_MILLE = 1000
 
 
-def eval_config(recall_floor: float) -> tfma.EvalConfig:
-    """Recall@K over the catalogue, and the floor a candidate must reach.
+def eval_config(
+    recall_floor: float, regression_tolerance: float
+) -> tfma.EvalConfig:
+    """Recall@K per cohort, and what a candidate must reach to be blessed.
 
     Each held-out pair is scored by the model's `score_catalogue` signature
     over every catalogue item; `transformed_labels` gives the column of the
     pair's item. `models.metrics.CatalogueRecall` counts the pairs whose
-    item ranks within the top K.
+    item ranks within the top K. The same is computed for the baseline, the
+    last blessed model, when there is one; a pair whose item the baseline
+    does not know is a miss for it, and an unknown user gets its
+    out-of-vocabulary treatment, so the two models need not share ids.
+
+    Blessing needs Recall@100 at least `recall_floor` overall, and, when
+    there is a baseline, no more than `regression_tolerance` below the
+    baseline's overall and for returning users. TFX drops the change
+    thresholds when no baseline is resolved: a first run is judged on the
+    floor alone.
     """
-    floor = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(
-            lower_bound={"value": recall_floor}
+    no_regression = tfma.MetricThreshold(
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -regression_tolerance},
         )
     )
+    floor = tfma.MetricThreshold()
+    floor.CopyFrom(no_regression)
+    floor.value_threshold.lower_bound.value = recall_floor
+    # A metric's own `threshold` would hold for every slice; these hold
+    # for the overall slice and the returning users' alone.
+    gates = [
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec()], threshold=floor
+        ),
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[
+                tfma.SlicingSpec(
+                    feature_values={features.USER_COHORT: "returning"}
+                )
+            ],
+            threshold=no_regression,
+        ),
+    ]
     metrics = [
         tfma.MetricConfig(
             class_name="CatalogueRecall",
             module="models.metrics",
             config=json.dumps({"top_k": k}),
-            threshold=floor if k == max(RECALL_CUTOFFS) else None,
+            per_slice_thresholds=gates if k == GATED_CUTOFF else [],
         )
         for k in RECALL_CUTOFFS
     ]
+    metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -55,7 +102,8 @@ def eval_config(recall_floor: float) -> tfma.EvalConfig:
                 label_key="catalogue_position",
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()],
+        slicing_specs=[tfma.SlicingSpec()]
+        + [tfma.SlicingSpec(feature_keys=[name]) for name in COHORTS],
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
     )
 
@@ -69,7 +117,10 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
                 start_span_number=config.span, end_span_number=config.span
             )
         )
-    example_gen = tfx.components.CsvExampleGen(
+    holdout = max(1, round(config.holdout_fraction * _PER_MILLE))
+    # The newest rows of the snapshot in time are held out: the Evaluator
+    # judges on what comes after the training data, as serving will.
+    example_gen = TemporalExampleGen(
         input_base=config.data_root,
         input_config=tfx.proto.Input(
             splits=[
@@ -82,12 +133,13 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             split_config=tfx.proto.SplitConfig(
                 splits=[
                     tfx.proto.SplitConfig.Split(
-                        name="train", hash_buckets=10 - config.eval_buckets
+                        name="train", hash_buckets=_PER_MILLE - holdout
                     ),
                     tfx.proto.SplitConfig.Split(
-                        name="eval", hash_buckets=config.eval_buckets
+                        name="eval", hash_buckets=holdout
                     ),
-                ]
+                ],
+                partition_feature_name="timestamp",
             )
         ),
         range_config=range_config,
@@ -210,9 +262,12 @@ def _training(
         },
     )
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=delta.outputs["holdout"],
         model=trainer.outputs["model"],
-        eval_config=eval_config(config.recall_floor),
+        baseline_model=base_model.outputs["model"],
+        eval_config=eval_config(
+            config.recall_floor, config.regression_tolerance
+        ),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],

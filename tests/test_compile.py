@@ -48,3 +48,25 @@ def test_the_pipeline_compiles_for_kubeflow_v2_with_a_gs_root(tmp_path):
         delta_inputs["previous_index"]["taskOutputArtifact"]["producerTask"]
         == "previous_index_resolver"
     )
+    # The Evaluator judges the candidate on the delta's held-out rows,
+    # against the last blessed model.
+    evaluator = tasks["Evaluator"]["inputs"]["artifacts"]
+    assert evaluator["examples"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "holdout",
+        "producerTask": "InteractionDelta",
+    }
+    assert (
+        evaluator["baseline_model"]["taskOutputArtifact"]["producerTask"]
+        == "base_model_resolver-model-resolver"
+    )
+    # The snapshot is split by time by a CsvExampleGen subclass, which
+    # Kubeflow v2 drives like any file-based ExampleGen.
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    container = spec["deploymentSpec"]["executors"][
+        "TemporalExampleGen_executor"
+    ]["container"]
+    assert "components.temporal_split.Executor" in container["args"]
+    driver = container["lifecycle"]["preCacheCheck"]["command"]
+    assert "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver" in (
+        driver
+    )

@@ -63,6 +63,13 @@ def _apply(previous: pd.DataFrame, delta: dict[str, pd.DataFrame]) -> dict:
     return ratings
 
 
+def _flagged(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with the held-out flag that `testing.write_examples` gives:
+    the second half of the rows is in the held-out split."""
+    eval_rows = np.array_split(np.arange(len(frame)), 2)[1]
+    return frame.assign(held_out=np.isin(np.arange(len(frame)), eval_rows))
+
+
 def _newest(frame: pd.DataFrame) -> pd.DataFrame:
     """An independent reading of "the newest timestamp wins"."""
     return diff.deduplicate(frame)[0]
@@ -172,21 +179,23 @@ def test_executor_delta_reproduces_the_snapshot_and_is_repeatable(
     assert sum(summary["rating_changes"].values()) == pairs["modified"]
     assert len(delta["replay"]) == summary["replay"]["pairs"]
     # `write_examples` puts the second half of the rows in the held-out
-    # "eval" split: those pairs are flagged, and never replayed.
-    eval_rows = np.array_split(np.arange(len(current)), 2)[1]
-    flagged = current.assign(
-        held_out=np.isin(np.arange(len(current)), eval_rows)
-    )
-    expected = diff.diff_shard(_newest(previous), flagged)
+    # "eval" split: those pairs are flagged, and never replayed; pairs held
+    # out by the first run and not by the second are released.
+    expected = diff.diff_shard(_newest(_flagged(previous)), _flagged(current))
     held_out = summary["held_out"]
     assert held_out == {
         "added": int(expected.added["held_out"].sum()),
         "modified": int(expected.modified["held_out"].sum()),
     }
-    replayable = expected.unchanged[~expected.unchanged["held_out"]]
+    assert _ratings(delta["released"]) == _ratings(expected.released)
+    assert pairs["released"] == len(expected.released)
+    unchanged = expected.unchanged.drop(expected.released.index)
+    replayable = unchanged[~unchanged["held_out"]]
     trainable = (
-        pairs["added"] - held_out["added"] + pairs["modified"]
-    ) - held_out["modified"]
+        (pairs["added"] - held_out["added"] + pairs["modified"])
+        - held_out["modified"]
+        + pairs["released"]
+    )
     assert len(delta["replay"]) == min(len(replayable), trainable)
     assert set(_ratings(delta["replay"])) <= set(_ratings(replayable))
     assert testing.read_summary(again) == summary
@@ -213,6 +222,7 @@ def test_the_first_run_adds_everything(base_run):
         "removed": 0,
         "modified": 0,
         "unchanged": 0,
+        "released": 0,
         "current": 16,
     }
     assert summary["users"] == {"current": 8, "new": 8, "vanished": 0}
@@ -298,6 +308,43 @@ def test_a_retired_item_that_comes_back_is_in_the_catalogue_again(
     summary = testing.read_summary(back)
     assert summary["items"]["new"] == 1
     assert summary["pairs"]["added"] == 8
+
+
+def test_holdout_rows_carry_cohorts_and_last_holdout_is_released(
+    base_run, tmp_path
+):
+    frame, base = base_run
+    # A new user with a known item and a known user with a new item, both
+    # in the second half of the rows: the held-out split.
+    current = pd.concat(
+        [frame, _frame([(9, 1, 3.0, 9), (2, 3, 3.0, 9)])], ignore_index=True
+    )
+
+    outputs = _run(tmp_path, "cohorts", current, 2, base["index"])
+
+    holdout = testing.read_holdout(outputs)
+    expected = _flagged(current)
+    expected = expected[expected["held_out"]]
+    users, items = set(frame["user_id"]), set(frame["item_id"])
+    assert list(zip(holdout["user_id"], holdout["item_id"], strict=True)) == (
+        sorted(zip(expected["user_id"], expected["item_id"], strict=True))
+    )
+    for row in holdout.itertuples(index=False):
+        assert row.user_cohort == (
+            "returning" if row.user_id in users else "new"
+        )
+        assert row.item_cohort == ("known" if row.item_id in items else "new")
+    assert set(holdout["user_cohort"]) == {"new", "returning"}
+    assert set(holdout["item_cohort"]) == {"new", "known"}
+    summary = testing.read_summary(outputs)
+    assert summary["holdout"] == {
+        "pairs": len(holdout),
+        "users": {"new": 1, "returning": len(holdout) - 1},
+        "items": {"new": 1, "known": len(holdout) - 1},
+    }
+    # Row 8 was held out in span 1 and is trained on now.
+    released = testing.read_delta(outputs)["released"]
+    assert _ratings(released) == _ratings(frame.iloc[[8]])
 
 
 def test_a_rerun_of_a_span_diffs_against_the_span_before(base_run, tmp_path):

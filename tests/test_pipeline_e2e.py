@@ -105,6 +105,7 @@ def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
         - held_out["added"]
         + pairs["modified"]
         - held_out["modified"]
+        + pairs["released"]
         + second.delta["replay"]["pairs"]
     )
     for name, size in (

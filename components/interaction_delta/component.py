@@ -8,18 +8,23 @@ run publishes a `PairIndex` of its snapshot, and the next run's resolver
 takes the latest one. See `pipeline.pipeline.create_pipeline`.
 
 Outputs:
-  delta: Examples with splits `added`, `removed`, `modified` (see
-    `components.interaction_delta.diff` for what each means; the newest
-    timestamp wins when a snapshot repeats a pair) and `replay`, a
-    deterministic sample of unchanged pairs, `replay_ratio` times the added
-    plus modified pairs. Rows from a held-out split carry `held_out=1` and
-    are never replayed.
+  delta: Examples with splits `added`, `removed`, `modified`, `released`
+    (see `components.interaction_delta.diff` for what each means; the
+    newest timestamp wins when a snapshot repeats a pair) and `replay`, a
+    deterministic sample of the other unchanged pairs, `replay_ratio` times
+    the trainable added, modified and released pairs. Rows from a held-out
+    split carry `held_out=1` and are never replayed.
   summary: counts of pairs, users and items that changed and the
     distribution of rating changes (`summary.json`), with the headline
     counts as custom properties: `changed_pairs`, `pairs_added`, ...
   catalogue: the items of the new snapshot with their recency-weighted
     popularity; what is not in it is retired.
-  index: this snapshot's pairs, for the next run.
+  index: this snapshot's pairs with their held-out flags, for the next
+    run.
+  holdout: Examples with one split, `eval`: the rows of the held-out splits,
+    with `user_cohort` ("new" or "returning") and `item_cohort` ("new" or
+    "known") saying whether the user and the item were in the previous
+    snapshot. The Evaluator slices by them.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class InteractionDeltaSpec(types.ComponentSpec):
         "summary": ChannelParameter(type=DeltaSummary),
         "catalogue": ChannelParameter(type=ItemCatalogue),
         "index": ChannelParameter(type=PairIndex),
+        "holdout": ChannelParameter(type=standard_artifacts.Examples),
     }
 
 
@@ -109,5 +115,6 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
             summary=types.Channel(type=DeltaSummary),
             catalogue=types.Channel(type=ItemCatalogue),
             index=types.Channel(type=PairIndex),
+            holdout=types.Channel(type=standard_artifacts.Examples),
         )
         super().__init__(spec=spec)

@@ -16,6 +16,11 @@ the modified ones, gives the current snapshot's pairs and ratings. The
 other columns of an unchanged pair (its timestamp, the user's age) follow
 the current snapshot in the pair index, and do not make a pair modified.
 
+Snapshots may carry a boolean `held_out` column: the pair belongs to a
+split kept for evaluation and is never trained on. An unchanged pair that
+was held out before and is not any more is also `released`: it was never
+trained on, so it belongs in the next training set.
+
 Everything here is plain pandas so that it can be tested on its own; the
 Beam executor calls it once per shard.
 """
@@ -27,6 +32,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from models.features import HELD_OUT
 from pipeline.snapshots import COLUMNS, DTYPES
 
 __all__ = [
@@ -88,6 +94,8 @@ class ShardDelta:
       removed: previous rows whose pair the current snapshot lacks.
       modified: current rows whose pair had another rating before.
       unchanged: current rows whose pair had the same rating before.
+      released: unchanged rows that were held out in the previous snapshot
+        and are not in the current one.
       rating_changes: new minus old rating of the modified pairs, in their
         row order.
       duplicates: current rows dropped because their pair repeated.
@@ -100,10 +108,17 @@ class ShardDelta:
     removed: pd.DataFrame
     modified: pd.DataFrame
     unchanged: pd.DataFrame
+    released: pd.DataFrame
     rating_changes: np.ndarray
     duplicates: int
     users_new: int
     users_vanished: int
+
+
+def _held_out(frame: pd.DataFrame) -> np.ndarray:
+    if HELD_OUT not in frame:
+        return np.zeros(len(frame), bool)
+    return frame[HELD_OUT].to_numpy(bool)
 
 
 def diff_shard(previous: pd.DataFrame, current: pd.DataFrame) -> ShardDelta:
@@ -121,6 +136,7 @@ def diff_shard(previous: pd.DataFrame, current: pd.DataFrame) -> ShardDelta:
     previous_ratings = previous[KEY + ["rating"]].rename(
         columns={"rating": "_previous_rating"}
     )
+    previous_ratings["_previous_held_out"] = _held_out(previous)
     # A left merge keeps the left frame's row order: both results stay
     # sorted by pair.
     matched = current.merge(
@@ -129,6 +145,12 @@ def diff_shard(previous: pd.DataFrame, current: pd.DataFrame) -> ShardDelta:
     known = (matched["_merge"] == "both").to_numpy()
     changed = known & (
         matched["rating"].to_numpy() != matched["_previous_rating"].to_numpy()
+    )
+    released = (
+        known
+        & ~changed
+        & matched["_previous_held_out"].eq(True).to_numpy()
+        & ~_held_out(current)
     )
     gone = previous.merge(current[KEY], on=KEY, how="left", indicator=True)
     gone = (gone["_merge"] == "left_only").to_numpy()
@@ -141,6 +163,7 @@ def diff_shard(previous: pd.DataFrame, current: pd.DataFrame) -> ShardDelta:
         removed=previous[gone],
         modified=current[changed],
         unchanged=current[known & ~changed],
+        released=current[released],
         rating_changes=(
             matched["rating"].to_numpy()[changed]
             - matched["_previous_rating"].to_numpy()[changed]

@@ -38,6 +38,7 @@ from pipeline.snapshots import COLUMNS, DTYPES, ID_COLUMNS
 
 __all__ = [
     "DELTA_SPLITS",
+    "HOLDOUT_SPLIT",
     "DeltaInputError",
     "Executor",
     "decode_examples",
@@ -47,8 +48,11 @@ __all__ = [
     "read_index",
 ]
 
-DELTA_SPLITS = ("added", "removed", "modified", "replay")
+DELTA_SPLITS = ("added", "removed", "modified", "released", "replay")
+HOLDOUT_SPLIT = "eval"
 HELD_OUT = features.HELD_OUT
+USER_COHORT = features.USER_COHORT
+ITEM_COHORT = features.ITEM_COHORT
 SUMMARY_FILE = "summary.json"
 CATALOGUE_FILE = "catalogue.csv"
 INDEX_FILE = "index.json"
@@ -245,22 +249,36 @@ class _DiffShard(beam.DoFn):
         path = _shard_path(self._index_dir, shard, self._num_shards)
         # Through a buffer: pyarrow cannot write to a GFile directly.
         buffer = pa.BufferOutputStream()
-        snapshot = delta.current[list(COLUMNS)]
+        # The held-out flag travels: a pair held out now and trained on
+        # later is `released` then.
+        snapshot = delta.current[list(COLUMNS) + [HELD_OUT]]
         pq.write_table(
             pa.Table.from_pandas(snapshot, preserve_index=False), buffer
         )
         with tf.io.gfile.GFile(path, "wb") as f:
             f.write(buffer.getvalue().to_pybytes())
 
-        for name in ("added", "removed", "modified"):
+        for name in ("added", "removed", "modified", "released"):
             rows = getattr(delta, name)
             if len(rows):
                 yield beam.pvalue.TaggedOutput(name, rows)
         # Held-out pairs are never replayed: they are for evaluation.
-        replayable = delta.unchanged[~delta.unchanged[HELD_OUT].to_numpy()]
+        # Released pairs are trained on in full, not sampled.
+        unchanged = delta.unchanged.drop(delta.released.index)
+        replayable = unchanged[~unchanged[HELD_OUT].to_numpy()]
         fractions = diff.pair_fraction(replayable)
         if len(replayable):
             yield beam.pvalue.TaggedOutput("unchanged", (fractions, replayable))
+
+        holdout = delta.current[delta.current[HELD_OUT].to_numpy()]
+        returning = holdout["user_id"].isin(previous["user_id"]).to_numpy()
+        if len(holdout):
+            yield beam.pvalue.TaggedOutput(
+                "holdout",
+                holdout.assign(
+                    **{USER_COHORT: np.where(returning, "returning", "new")}
+                ),
+            )
 
         items = delta.current.groupby("item_id")["timestamp"]
         newest = int(delta.current["timestamp"].max()) if len(current) else 0
@@ -275,6 +293,7 @@ class _DiffShard(beam.DoFn):
             "removed": len(delta.removed),
             "modified": len(delta.modified),
             "unchanged": len(delta.unchanged),
+            "released": len(delta.released),
             "held_out_added": int(delta.added[HELD_OUT].sum()),
             "held_out_modified": int(delta.modified[HELD_OUT].sum()),
             "users": int(delta.current["user_id"].nunique()),
@@ -295,6 +314,8 @@ class _DiffShard(beam.DoFn):
                 }
             ),
             "previous_items": previous["item_id"].unique(),
+            "holdout_returning": int(returning.sum()),
+            "holdout_items": holdout["item_id"].to_numpy(),
         }
 
 
@@ -315,6 +336,7 @@ def _summarize(
             "removed",
             "modified",
             "unchanged",
+            "released",
             "users",
             "users_new",
             "users_vanished",
@@ -327,6 +349,7 @@ def _summarize(
         - total["held_out_added"]
         + total["modified"]
         - total["held_out_modified"]
+        + total["released"]
     )
     newest = max((s["newest"] for s in shards if s["rows"]), default=0)
     frames = []
@@ -356,9 +379,12 @@ def _summarize(
         ["popularity", "item_id"], ascending=[False, True], kind="mergesort"
     )
     current_items = set(catalogue["item_id"])
-    previous_items = set()
-    for s in shards:
-        previous_items.update(s["previous_items"].tolist())
+    previous_items = set(known_items(shards).tolist())
+    holdout_items = np.concatenate(
+        [s["holdout_items"] for s in shards] + [np.empty(0, object)]
+    )
+    holdout_known = int(np.isin(holdout_items, known_items(shards)).sum())
+    holdout_returning = sum(s["holdout_returning"] for s in shards)
 
     rating_changes: dict[float, int] = {}
     for s in shards:
@@ -386,6 +412,7 @@ def _summarize(
             "removed": total["removed"],
             "modified": total["modified"],
             "unchanged": total["unchanged"],
+            "released": total["released"],
             "current": total["rows"] - total["duplicates"],
         },
         "users": {
@@ -406,12 +433,40 @@ def _summarize(
             "added": total["held_out_added"],
             "modified": total["held_out_modified"],
         },
+        "holdout": {
+            "pairs": len(holdout_items),
+            "users": {
+                "new": len(holdout_items) - holdout_returning,
+                "returning": holdout_returning,
+            },
+            "items": {
+                "new": len(holdout_items) - holdout_known,
+                "known": holdout_known,
+            },
+        },
         "replay": {
             "ratio": replay_ratio,
             "pairs": int(np.count_nonzero(fractions <= cutoff)),
         },
     }
     return summary, catalogue, cutoff
+
+
+def known_items(shards: list[dict[str, Any]]) -> np.ndarray:
+    """The distinct items of the previous snapshot, from the shards' stats."""
+    return np.unique(
+        np.concatenate(
+            [np.asarray(s["previous_items"], object) for s in shards]
+            + [np.empty(0, object)]
+        ).astype(str)
+    )
+
+
+def _with_item_cohort(
+    rows: pd.DataFrame, previous_items: np.ndarray
+) -> pd.DataFrame:
+    known = rows["item_id"].isin(previous_items).to_numpy()
+    return rows.assign(**{ITEM_COHORT: np.where(known, "known", "new")})
 
 
 def _write_summary(
@@ -442,16 +497,18 @@ def _sample_replay(
 def encode_examples(rows: pd.DataFrame) -> Iterator[bytes]:
     """Rows with the snapshot's columns -> serialized tf.Examples.
 
-    A `held_out` column, when the rows have one, becomes an int feature.
+    The `held_out` flag and the cohort columns, when the rows have them,
+    become an int feature and string features.
     """
     offsets = pa.array(np.arange(len(rows) + 1), pa.int64())
     arrays = []
-    names = list(COLUMNS) + ([HELD_OUT] if HELD_OUT in rows else [])
+    extra = [c for c in (HELD_OUT, USER_COHORT, ITEM_COHORT) if c in rows]
+    names = list(COLUMNS) + extra
     for name in names:
         values = rows[name].to_numpy()
-        if DTYPES.get(name) == "object":
+        if values.dtype == object:
             flat = pa.array(values.tolist(), pa.large_binary())
-        elif DTYPES.get(name) == "float64":
+        elif values.dtype.kind == "f":
             flat = pa.array(values.astype(np.float32))
         else:
             flat = pa.array(values.astype(np.int64))
@@ -511,6 +568,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         summary = artifact_utils.get_single_instance(output_dict["summary"])
         catalogue = artifact_utils.get_single_instance(output_dict["catalogue"])
         index = artifact_utils.get_single_instance(output_dict["index"])
+        holdout = artifact_utils.get_single_instance(output_dict["holdout"])
         num_shards = int(exec_properties["num_shards"])
         replay_ratio = float(exec_properties["replay_ratio"])
         half_life = float(exec_properties["popularity_half_life_seconds"])
@@ -548,9 +606,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         delta.split_names = artifact_utils.encode_split_names(
             list(DELTA_SPLITS)
         )
-        for directory in [index.uri, summary.uri, catalogue.uri] + [
-            artifact_utils.get_split_uri([delta], s) for s in DELTA_SPLITS
-        ]:
+        holdout.span = span
+        holdout.set_int_custom_property("span", span)
+        for artifact in (delta, holdout):
+            artifact.set_string_custom_property(
+                "payload_format", "FORMAT_TF_EXAMPLE"
+            )
+        holdout.split_names = artifact_utils.encode_split_names([HOLDOUT_SPLIT])
+        for directory in [
+            index.uri,
+            summary.uri,
+            catalogue.uri,
+            artifact_utils.get_split_uri([holdout], HOLDOUT_SPLIT),
+        ] + [artifact_utils.get_split_uri([delta], s) for s in DELTA_SPLITS]:
             tf.io.gfile.makedirs(directory)
 
         with self._make_beam_pipeline() as p:
@@ -572,40 +640,46 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 >> beam.ParDo(
                     _DiffShard(previous_dir, index.uri, num_shards, half_life)
                 ).with_outputs(
-                    "added", "removed", "modified", "unchanged", main="stats"
+                    "added",
+                    "removed",
+                    "modified",
+                    "released",
+                    "unchanged",
+                    "holdout",
+                    main="stats",
                 )
             )
-            cutoff = (
-                results.stats
-                | "CollectStats" >> beam.combiners.ToList()
-                | "WriteSummary"
-                >> beam.Map(
-                    _write_summary,
-                    summary_dir=summary.uri,
-                    catalogue_dir=catalogue.uri,
-                    span=span,
-                    previous_span=previous_span,
-                    replay_ratio=replay_ratio,
-                    half_life_seconds=half_life,
-                )
+            stats = results.stats | "CollectStats" >> beam.combiners.ToList()
+            cutoff = stats | "WriteSummary" >> beam.Map(
+                _write_summary,
+                summary_dir=summary.uri,
+                catalogue_dir=catalogue.uri,
+                span=span,
+                previous_span=previous_span,
+                replay_ratio=replay_ratio,
+                half_life_seconds=half_life,
             )
             replay = results.unchanged | "SampleReplay" >> beam.FlatMap(
                 _sample_replay, cutoff=beam.pvalue.AsSingleton(cutoff)
             )
+            previous_items = stats | "KnownItems" >> beam.Map(known_items)
+            evaluation = results.holdout | "ItemCohorts" >> beam.Map(
+                _with_item_cohort, beam.pvalue.AsSingleton(previous_items)
+            )
             outputs = {
-                "added": results.added,
-                "removed": results.removed,
-                "modified": results.modified,
-                "replay": replay,
+                (delta, name): getattr(results, name)
+                for name in ("added", "removed", "modified", "released")
             }
-            for name, rows in outputs.items():
+            outputs[delta, "replay"] = replay
+            outputs[holdout, HOLDOUT_SPLIT] = evaluation
+            for (artifact, name), rows in outputs.items():
                 _ = (
                     rows
                     | f"Encode[{name}]" >> beam.FlatMap(encode_examples)
                     | f"Write[{name}]"
                     >> beam.io.WriteToTFRecord(
                         os.path.join(
-                            artifact_utils.get_split_uri([delta], name),
+                            artifact_utils.get_split_uri([artifact], name),
                             "data_tfrecord",
                         ),
                         file_name_suffix=".gz",

@@ -20,7 +20,13 @@ from tfx.types import artifact_utils, standard_artifacts
 from components.artifacts import DeltaSummary, ItemCatalogue, PairIndex
 from components.interaction_delta import executor
 
-__all__ = ["read_delta", "read_summary", "run_executor", "write_examples"]
+__all__ = [
+    "read_delta",
+    "read_holdout",
+    "read_summary",
+    "run_executor",
+    "write_examples",
+]
 
 
 def write_examples(
@@ -62,6 +68,7 @@ def run_executor(
         ("summary", DeltaSummary),
         ("catalogue", ItemCatalogue),
         ("index", PairIndex),
+        ("holdout", standard_artifacts.Examples),
     ):
         artifact = artifact_type()
         artifact.uri = os.path.join(out_dir, name)
@@ -109,3 +116,28 @@ def read_delta(outputs: dict[str, list[Any]]) -> dict[str, pd.DataFrame]:
             drop=True
         )
     return frames
+
+
+def read_holdout(outputs: dict[str, list[Any]]) -> pd.DataFrame:
+    """The held-out rows with their cohorts, sorted by pair."""
+    holdout = outputs["holdout"][0]
+    split_dir = artifact_utils.get_split_uri([holdout], executor.HOLDOUT_SPLIT)
+    spec = {
+        name: tf.io.FixedLenFeature([], tf.string)
+        for name in (
+            "user_id",
+            "item_id",
+            executor.USER_COHORT,
+            executor.ITEM_COHORT,
+        )
+    }
+    columns: dict[str, list[str]] = {name: [] for name in spec}
+    files = sorted(tf.io.gfile.glob(os.path.join(split_dir, "*")))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    for batch in dataset.batch(1024).map(
+        lambda s: tf.io.parse_example(s, spec)
+    ):
+        for name in spec:
+            columns[name] += [v.decode() for v in batch[name].numpy()]
+    frame = pd.DataFrame(columns)
+    return frame.sort_values(["user_id", "item_id"]).reset_index(drop=True)
