@@ -7,6 +7,11 @@ writes where they are into the custom config (`delta`: uri, span,
 previous span, split paths; `catalogue`: the CSV path) and runs the
 standard generic executor, so `run_fn` reads them from
 `fn_args.custom_config`.
+
+`VertexExecutor` runs the same executor as a Vertex AI custom training
+job, through TFX's Vertex training extension: its custom config takes the
+extension's keys (`ai_platform_enable_vertex`, `ai_platform_vertex_region`,
+`ai_platform_training_args` with the job's worker pool).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from typing import Any
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.extensions.google_cloud_ai_platform.trainer import (
+    executor as vertex_trainer_executor,
+)
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types import standard_component_specs as specs
@@ -27,7 +35,7 @@ from components.artifacts import ItemCatalogue, span_of
 from components.custom_config import with_custom_config
 from components.interaction_delta import executor as delta_executor
 
-__all__ = ["Executor", "WarmStartTrainer", "delta_config"]
+__all__ = ["Executor", "VertexExecutor", "WarmStartTrainer", "delta_config"]
 
 
 def delta_config(delta: Any) -> dict[str, Any]:
@@ -87,6 +95,13 @@ class Executor(trainer_executor.GenericExecutor):
         )
 
 
+class VertexExecutor(vertex_trainer_executor.GenericExecutor):
+    """Runs `Executor` as a Vertex AI training job instead of in place."""
+
+    def _GetExecutorClass(self):  # noqa: N802 - the extension's interface.
+        return Executor
+
+
 class WarmStartTrainer(base_component.BaseComponent):
     """The Trainer with delta and catalogue inputs (see the module doc)."""
 
@@ -102,6 +117,7 @@ class WarmStartTrainer(base_component.BaseComponent):
         delta: types.BaseChannel | None = None,
         catalogue: types.BaseChannel | None = None,
         custom_config: dict[str, Any] | None = None,
+        custom_executor_spec: executor_spec.ExecutorSpec | None = None,
     ):
         spec = WarmStartTrainerSpec(
             examples=examples,
@@ -116,4 +132,4 @@ class WarmStartTrainer(base_component.BaseComponent):
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )
-        super().__init__(spec=spec)
+        super().__init__(spec=spec, custom_executor_spec=custom_executor_spec)

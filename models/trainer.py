@@ -20,6 +20,12 @@ training summary say why it was cold: no base model, a full retrain asked
 for, a base model whose files are missing or whose architecture differs.
 When the base model was trained on an older span than the delta starts
 from, the warm-started model trains on the whole snapshot instead.
+
+Training mirrors the model over every visible GPU
+(`tf.distribute.MirroredStrategy`); with one GPU or none it runs under
+TensorFlow's default strategy, so the same code trains on a laptop's CPU
+and on a GPU node. The batch size is the global one: with N replicas each
+scores its share of the batch against the in-batch negatives it holds.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from models.model import ModelConfig, TwoTowerModel
 __all__ = [
     "TRAINING_SUMMARY",
     "collect_catalogue",
+    "distribution_strategy",
     "read_training_summary",
     "run_fn",
     "training_dataset",
@@ -232,6 +239,23 @@ def read_training_summary(serving_dir: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def distribution_strategy(
+    devices: list[str] | None = None,
+) -> tf.distribute.Strategy:
+    """Mirrors training over every visible GPU, or runs where TF places it.
+
+    Args:
+      devices: the devices to mirror over; by default the visible GPUs.
+        With one device or none (a CPU machine), TensorFlow's default
+        strategy: one GPU when there is one, the CPU otherwise.
+    """
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains (warm or cold) and exports the retrieval SavedModel."""
     custom_config = fn_args.custom_config or {}
@@ -260,17 +284,34 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             seed=config.seed,
         )
 
-    model = TwoTowerModel(num_users, num_items, config)
-    _build(model, next(iter(snapshot(fn_args.train_files, False))))
+    strategy = distribution_strategy()
+    logging.info(
+        "Training with %s over %d replicas",
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+    )
+    first_batch = next(iter(snapshot(fn_args.train_files, False)))
     base, reason = _base_state(fn_args, custom_config, span)
     carried = None
-    if base is not None:
-        try:
-            carried = warm_start.carry_over(model, base, vocabularies)
-        except warm_start.ColdStart as cold:
-            reason = str(cold)
-            model = TwoTowerModel(num_users, num_items, config)
-            _build(model, next(iter(snapshot(fn_args.train_files, False))))
+    # Variables made in the strategy's scope are mirrored on every device.
+    with strategy.scope():
+        model = TwoTowerModel(num_users, num_items, config)
+        _build(model, first_batch)
+        if base is not None:
+            try:
+                carried = warm_start.carry_over(model, base, vocabularies)
+            except warm_start.ColdStart as cold:
+                reason = str(cold)
+                model = TwoTowerModel(num_users, num_items, config)
+                _build(model, first_batch)
+        # XLA compilation of the optimizer costs seconds per new model and
+        # buys nothing for embedding lookups on CPU. The optimizer starts
+        # fresh even on a warm start (see models.warm_start).
+        model.compile(
+            optimizer=tf.keras.optimizers.Adagrad(
+                config.learning_rate, jit_compile=False
+            )
+        )
     if carried is None:
         logging.info("Cold start: %s.", reason)
     else:
@@ -308,14 +349,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         training_set = "snapshot"
     examples = _count_records(files, held_out=on_delta)
 
-    # XLA compilation of the optimizer costs seconds per new model and buys
-    # nothing for embedding lookups on CPU. The optimizer starts fresh even
-    # on a warm start (see models.warm_start).
-    model.compile(
-        optimizer=tf.keras.optimizers.Adagrad(
-            config.learning_rate, jit_compile=False
-        )
-    )
     logging.info(
         "Training on the %s: %d examples, %d users, %d items, %d epochs",
         training_set,

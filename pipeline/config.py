@@ -8,10 +8,70 @@ from pathlib import Path
 
 from models.model import ModelConfig
 
-__all__ = ["PROJECT_ROOT", "PipelineConfig", "SCHEMA_DIR"]
+__all__ = [
+    "PROJECT_ROOT",
+    "PipelineConfig",
+    "SCHEMA_DIR",
+    "TrainerResources",
+    "VertexTraining",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = PROJECT_ROOT / "schema"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerResources:
+    """What the Trainer's container asks a cluster for.
+
+    Attributes:
+      accelerator_type: the accelerator, as the orchestrator names it:
+        a Kubernetes resource such as "nvidia.com/gpu" on a self-hosted
+        Kubeflow cluster, a Vertex name such as "NVIDIA_TESLA_T4" on
+        Vertex; empty for none.
+      accelerator_count: accelerators per Trainer.
+      cpu_limit: CPU cores; 0 leaves it to the cluster.
+      memory_limit_gib: memory in GiB; 0 leaves it to the cluster.
+      machine_type: the machine of a Vertex training job (Vertex only).
+    """
+
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    cpu_limit: float = 0.0
+    memory_limit_gib: float = 0.0
+    machine_type: str = "n1-standard-8"
+
+    def __post_init__(self):
+        if self.accelerator_count < 0:
+            raise ValueError(
+                f"accelerator_count must be >= 0, got {self.accelerator_count}."
+            )
+        if bool(self.accelerator_type) != (self.accelerator_count > 0):
+            raise ValueError(
+                "accelerator_type and accelerator_count go together: got "
+                f"{self.accelerator_type!r} and {self.accelerator_count}."
+            )
+        if self.cpu_limit < 0 or self.memory_limit_gib < 0:
+            raise ValueError("cpu_limit and memory_limit_gib must be >= 0.")
+
+
+@dataclasses.dataclass(frozen=True)
+class VertexTraining:
+    """Run the Trainer as a Vertex AI custom training job.
+
+    The Trainer's own container then only launches the job; the job runs
+    `image` on one worker with the machine and accelerators of
+    `PipelineConfig.trainer_resources`.
+
+    Attributes:
+      project: Google Cloud project of the training job.
+      region: Vertex AI region, such as "us-central1".
+      image: container image of the job: the pipeline's image.
+    """
+
+    project: str
+    region: str
+    image: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +108,17 @@ class PipelineConfig:
       full_retrain_every: spans whose number is a multiple of this retrain
         from scratch; 0 never does.
       model: hyperparameters of the two-tower model.
-      beam_args: Beam pipeline options of the data components.
+      beam_args: Beam pipeline options of the data components
+        (ExampleGen, StatisticsGen, InteractionDelta, Transform,
+        Evaluator): DirectRunner by default; Dataflow, Flink or Spark
+        options run them there.
       enable_cache: reuse the outputs of components whose inputs match.
+      trainer_resources: accelerators, CPU and memory of the Trainer on a
+        cluster; `None` asks for nothing. Local runs ignore it.
+      vertex_training: run the Trainer as a Vertex AI training job.
+      runtime_parameters: expose `replay_ratio` as a runtime parameter of
+        the compiled pipeline, which a Kubeflow or Vertex run can set
+        without compiling again (the config's value is its default).
     """
 
     data_root: str
@@ -72,6 +141,9 @@ class PipelineConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     beam_args: tuple[str, ...] = ("--direct_num_workers=1",)
     enable_cache: bool = True
+    trainer_resources: TrainerResources | None = None
+    vertex_training: VertexTraining | None = None
+    runtime_parameters: bool = False
 
     def __post_init__(self):
         if self.span is not None and self.span < 0:
@@ -109,7 +181,10 @@ class PipelineConfig:
                 f"{self.full_retrain_every}."
             )
         schema = os.path.join(self.schema_dir, "schema.pbtxt")
-        if "://" not in schema and not os.path.isfile(schema):
+        # An orchestrated run reads the schema inside its container, not
+        # on the machine that compiles it: only a local run checks it here.
+        local = self.metadata_path is not None
+        if local and "://" not in schema and not os.path.isfile(schema):
             raise FileNotFoundError(
                 f"schema_dir {self.schema_dir!r} holds no schema.pbtxt."
             )

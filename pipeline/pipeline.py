@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import tensorflow_model_analysis as tfma
+from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+from tfx.extensions.google_cloud_ai_platform import (
+    constants as vertex_constants,
+)
+from tfx.extensions.google_cloud_ai_platform.trainer import (
+    executor as vertex_trainer_executor,
+)
 
 from components.anomaly_gate import AnomalyGate
 from components.artifacts import PairIndex
 from components.interaction_delta import InteractionDelta
 from components.temporal_split import TemporalExampleGen
 from components.vocabulary_transform import GrowingTransform
-from components.warm_start_trainer import WarmStartTrainer
+from components.warm_start_trainer import VertexExecutor, WarmStartTrainer
 from models import features
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, TrainerResources
 
 __all__ = [
     "COHORTS",
@@ -166,10 +175,15 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         index=tfx.dsl.Channel(type=PairIndex),
     ).with_id("previous_index_resolver")
+    replay_ratio = config.replay_ratio
+    if config.runtime_parameters:
+        replay_ratio = tfx.dsl.experimental.RuntimeParameter(
+            name="replay_ratio", ptype=float, default=config.replay_ratio
+        )
     delta = InteractionDelta(
         examples=example_gen.outputs["examples"],
         previous_index=previous_index.outputs["index"],
-        replay_ratio=config.replay_ratio,
+        replay_ratio=replay_ratio,
         num_shards=config.delta_shards,
         popularity_half_life_seconds=config.popularity_half_life_seconds,
     )
@@ -247,6 +261,16 @@ def _training(
             analyze=["train", "eval"], transform=["train", "eval"]
         ),
     )
+    custom_config = {
+        "model": config.model.to_dict(),
+        "max_recall_cutoff": max(RECALL_CUTOFFS),
+        "full_retrain": config.full_retrain,
+        "full_retrain_every": config.full_retrain_every,
+    }
+    custom_executor_spec = None
+    if config.vertex_training is not None:
+        custom_config.update(_vertex_training_config(config))
+        custom_executor_spec = executor_spec.ExecutorClassSpec(VertexExecutor)
     trainer = WarmStartTrainer(
         run_fn="models.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -254,13 +278,12 @@ def _training(
         base_model=base_model.outputs["model"],
         delta=delta.outputs["delta"],
         catalogue=delta.outputs["catalogue"],
-        custom_config={
-            "model": config.model.to_dict(),
-            "max_recall_cutoff": max(RECALL_CUTOFFS),
-            "full_retrain": config.full_retrain,
-            "full_retrain_every": config.full_retrain_every,
-        },
+        custom_config=custom_config,
+        custom_executor_spec=custom_executor_spec,
     )
+    resources = config.trainer_resources
+    if resources is not None and config.vertex_training is None:
+        trainer.with_platform_config(_resource_spec(resources))
     evaluator = tfx.components.Evaluator(
         examples=delta.outputs["holdout"],
         model=trainer.outputs["model"],
@@ -279,3 +302,49 @@ def _training(
         ),
     )
     return transform, trainer, evaluator, pusher
+
+
+_ContainerSpec = (
+    pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec
+)
+
+
+def _resource_spec(resources: TrainerResources) -> _ContainerSpec.ResourceSpec:
+    """The Trainer container's requests, as Kubeflow v2 takes them."""
+    spec = _ContainerSpec.ResourceSpec(
+        cpu_limit=resources.cpu_limit,
+        memory_limit=resources.memory_limit_gib,
+    )
+    if resources.accelerator_count:
+        spec.accelerator.type = resources.accelerator_type
+        spec.accelerator.count = resources.accelerator_count
+    return spec
+
+
+def _vertex_training_config(config: PipelineConfig) -> dict[str, Any]:
+    """The custom config of TFX's Vertex training extension.
+
+    One worker runs the pipeline's image with the configured machine and
+    accelerators; the extension's executor submits it as a custom job and
+    waits for it.
+    """
+    vertex = config.vertex_training
+    resources = config.trainer_resources or TrainerResources()
+    machine = {"machine_type": resources.machine_type}
+    if resources.accelerator_count:
+        machine["accelerator_type"] = resources.accelerator_type
+        machine["accelerator_count"] = resources.accelerator_count
+    return {
+        vertex_constants.ENABLE_VERTEX_KEY: True,
+        vertex_constants.VERTEX_REGION_KEY: vertex.region,
+        vertex_trainer_executor.TRAINING_ARGS_KEY: {
+            "project": vertex.project,
+            "worker_pool_specs": [
+                {
+                    "machine_spec": machine,
+                    "replica_count": 1,
+                    "container_spec": {"image_uri": vertex.image},
+                }
+            ],
+        },
+    }

@@ -1,5 +1,9 @@
 """The two-tower model: a training step, the export and its signatures."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,7 +18,7 @@ from tensorflow_transform.tf_metadata import (
 from models import features
 from models.export import export_retrieval_model
 from models.model import ModelConfig, TwoTowerModel
-from models.trainer import collect_catalogue
+from models.trainer import collect_catalogue, distribution_strategy
 
 _RAW_SPEC = {
     "user_id": tf.io.FixedLenFeature([1], tf.string),
@@ -216,3 +220,58 @@ def test_unknown_users_get_the_popular_items_known_users_their_own(
     assert popular[1] == popular[2] == ids[:5]
     assert blended[1] != blended[2]
     assert plain[1] != ids[:5] or plain[2] != ids[:5]
+
+
+_MIRRORED_TRAINING = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+from models.model import ModelConfig, TwoTowerModel
+from models.trainer import distribution_strategy
+
+devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+strategy = distribution_strategy(devices)
+batch = dict(np.load(sys.argv[1]))
+dataset = tf.data.Dataset.from_tensor_slices(batch).batch(200)
+with strategy.scope():
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    model.compile(
+        optimizer=tf.keras.optimizers.Adagrad(0.05, jit_compile=False)
+    )
+before = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+model.fit(dataset, epochs=5, verbose=0)
+after = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "before": float(before),
+    "after": float(after),
+}))
+"""
+
+
+def test_training_mirrors_over_several_devices(transformed, tmp_path):
+    """Two logical CPUs stand in for two GPUs: the model trains mirrored."""
+    rows, _ = transformed
+    path = tmp_path / "batch.npz"
+    np.savez(path, **{k: v.numpy() for k, v in _batch(rows).items()})
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_TRAINING, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["after"] < result["before"]
+
+
+def test_one_device_or_none_trains_under_the_default_strategy():
+    assert distribution_strategy([]) is tf.distribute.get_strategy()
+    assert distribution_strategy(["/gpu:0"]) is tf.distribute.get_strategy()

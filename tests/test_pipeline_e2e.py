@@ -70,12 +70,28 @@ def _pairs(frame):
     }
 
 
+# Beam's DirectRunner with two worker processes: nothing a component does
+# may depend on running in the process that built the pipeline, as on a
+# distributed runner.
+_TWO_PROCESSES = (
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=2",
+)
+
+
 def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
-    first = run_span(PipelineConfig.local(tmp_path, tiny_data, span=1))
+    first = run_span(
+        PipelineConfig.local(
+            tmp_path, tiny_data, span=1, beam_args=_TWO_PROCESSES
+        )
+    )
     lines = []
 
     second = run_span(
-        PipelineConfig.local(tmp_path, tiny_data, span=2), lines.append
+        PipelineConfig.local(
+            tmp_path, tiny_data, span=2, beam_args=_TWO_PROCESSES
+        ),
+        lines.append,
     )
 
     assert any("InteractionDelta" in line for line in lines)

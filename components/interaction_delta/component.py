@@ -33,6 +33,7 @@ import json
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.orchestration import data_types
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
@@ -76,7 +77,7 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
         self,
         examples: types.BaseChannel,
         previous_index: types.BaseChannel | None = None,
-        replay_ratio: float = 1.0,
+        replay_ratio: float | data_types.RuntimeParameter = 1.0,
         num_shards: int = 16,
         popularity_half_life_seconds: int = _WEEK_SECONDS,
         held_out_splits: tuple[str, ...] = ("eval",),
@@ -87,7 +88,8 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
           examples: the new snapshot, all splits.
           previous_index: the `PairIndex` of an earlier run; absent or empty
             on the first run, when every pair is added.
-          replay_ratio: unchanged pairs to replay per added or modified pair.
+          replay_ratio: unchanged pairs to replay per added or modified
+            pair; a `RuntimeParameter` lets an orchestrated run set it.
           num_shards: shards of users the work is cut into.
           popularity_half_life_seconds: age at which an interaction counts
             half in the catalogue's popularity.
@@ -95,7 +97,8 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
             rows carry `held_out=1` in the delta, which the Trainer skips,
             and are never in the replay sample.
         """
-        if replay_ratio < 0:
+        runtime = isinstance(replay_ratio, data_types.RuntimeParameter)
+        if not runtime and replay_ratio < 0:
             raise ValueError(f"replay_ratio must be >= 0, got {replay_ratio}.")
         if num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
@@ -107,7 +110,7 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
         spec = InteractionDeltaSpec(
             examples=examples,
             previous_index=previous_index,
-            replay_ratio=float(replay_ratio),
+            replay_ratio=replay_ratio if runtime else float(replay_ratio),
             num_shards=int(num_shards),
             popularity_half_life_seconds=int(popularity_half_life_seconds),
             held_out_splits=json.dumps(list(held_out_splits)),

@@ -571,6 +571,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         holdout = artifact_utils.get_single_instance(output_dict["holdout"])
         num_shards = int(exec_properties["num_shards"])
         replay_ratio = float(exec_properties["replay_ratio"])
+        if not replay_ratio >= 0:  # Also a runtime parameter's value.
+            raise ValueError(f"replay_ratio must be >= 0, got {replay_ratio}.")
         half_life = float(exec_properties["popularity_half_life_seconds"])
         span = span_of(examples)
 
