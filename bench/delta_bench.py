@@ -28,6 +28,9 @@ import pandas as pd  # noqa: E402
 
 from components.interaction_delta import testing  # noqa: E402
 from components.interaction_delta.diff import KEY  # noqa: E402
+from pipeline.config import PipelineConfig  # noqa: E402
+
+_HOLDOUT = PipelineConfig.holdout_fraction
 
 
 def _snapshots(
@@ -101,21 +104,37 @@ def main(argv: list[str]) -> None:
         for name, frame in (("previous", previous), ("current", current)):
             csvs.append(os.path.join(root, f"{name}.csv"))
             frame.to_csv(csvs[-1], index=False)
-        first = testing.write_examples(previous, os.path.join(root, "a"), 1)
-        second = testing.write_examples(current, os.path.join(root, "b"), 2)
+        # As the pipeline splits a snapshot by default: the newest 5% of
+        # the rows held out for evaluation.
+        shares = (1 - _HOLDOUT, _HOLDOUT)
+        first = testing.write_examples(
+            previous, os.path.join(root, "a"), 1, shares=shares
+        )
+        second = testing.write_examples(
+            current, os.path.join(root, "b"), 2, shares=shares
+        )
         print(
             f"{len(previous):,} and {len(current):,} pairs, churn "
             f"{args.churn:.0%}, DirectRunner with {args.workers} workers"
         )
 
+        # The pipeline's defaults.
+        settings = {
+            "num_shards": PipelineConfig.delta_shards,
+            "replay_ratio": PipelineConfig.replay_ratio,
+        }
         start = time.perf_counter()
         outputs = testing.run_executor(
-            first, [], os.path.join(root, "run-1"), beam_args
+            first, [], os.path.join(root, "run-1"), beam_args, **settings
         )
         first_seconds = time.perf_counter() - start
         start = time.perf_counter()
         outputs = testing.run_executor(
-            second, outputs["index"], os.path.join(root, "run-2"), beam_args
+            second,
+            outputs["index"],
+            os.path.join(root, "run-2"),
+            beam_args,
+            **settings,
         )
         delta_seconds = time.perf_counter() - start
         summary = testing.read_summary(outputs)

@@ -34,13 +34,26 @@ def write_examples(
     uri: str,
     span: int,
     splits: Sequence[str] = ("train", "eval"),
+    shares: Sequence[float] | None = None,
 ) -> standard_artifacts.Examples:
-    """Writes `frame` as gzipped tf.Examples, its rows spread over splits."""
+    """Writes `frame` as gzipped tf.Examples, its rows cut into splits.
+
+    Args:
+      frame: rows with the snapshot's columns.
+      uri: the artifact's folder.
+      span: the artifact's span.
+      splits: the split names, in row order.
+      shares: each split's share of the rows, in order; equal by default.
+    """
     artifact = standard_artifacts.Examples()
     artifact.uri = uri
     artifact.span = span
     artifact.split_names = artifact_utils.encode_split_names(list(splits))
-    parts = np.array_split(np.arange(len(frame)), len(splits))
+    if shares is None:
+        parts = np.array_split(np.arange(len(frame)), len(splits))
+    else:
+        ends = np.rint(np.cumsum(shares) / np.sum(shares) * len(frame))
+        parts = np.split(np.arange(len(frame)), ends[:-1].astype(int))
     for split, rows in zip(splits, parts, strict=True):
         split_dir = os.path.join(uri, f"Split-{split}")
         tf.io.gfile.makedirs(split_dir)
