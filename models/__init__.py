@@ -12,6 +12,13 @@ first imported; importing this package sets it for the processes that
 import it first.
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# ScaNN's TensorFlow ops, when the package is installed: a model exported
+# with a ScaNN index (`ModelConfig.retrieval="scann"`) loads only where
+# they are registered, in the Evaluator as in a serving process.
+with contextlib.suppress(ImportError):
+    from scann.scann_ops.py import scann_ops as _scann_ops  # noqa: F401

@@ -6,7 +6,10 @@ request from raw ids alone. Signatures:
 
 - `serving_default`: user_id, user_age, user_occupation ([batch] each) ->
   `item_ids` [batch, k] string and `scores` [batch, k] float32, the k best
-  items of the catalogue by brute-force dot product.
+  items of the catalogue: by brute-force dot product, or from a ScaNN
+  index over the catalogue's vectors (`retrieval="scann"`: approximate
+  search of a quarter of about sqrt(catalogue) partitions, the best
+  candidates rescored exactly).
 - `user_embedding`: the same inputs -> `embedding` [batch, dim].
 - `item_embedding`: item_id, item_genres, item_year -> `embedding`.
 - `score_catalogue`: serialized tf.Examples -> `scores` [batch, columns],
@@ -31,11 +34,13 @@ Known users are scored by the towers alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_recommenders.layers import factorized_top_k
 
 from models import features
 from models.model import TwoTowerModel
@@ -60,6 +65,12 @@ class RetrievalModule(tf.Module):
       top_k: how many items `serving_default` returns.
       max_cutoff: the largest K that Recall@K is computed for; the
         `score_catalogue` output has more columns than that.
+      num_users: size of the user vocabulary; users past it are unknown.
+      catalogue_popularity: [catalogue] recency-weighted popularity, for
+        unknown users; without it they are scored like known users.
+      cold_user_feature_weight: weight of the towers' score for unknown
+        users, next to the popularity's weight of 1.
+      retrieval: "brute_force" or "scann" (see the module doc).
     """
 
     def __init__(
@@ -73,6 +84,7 @@ class RetrievalModule(tf.Module):
         num_users: int | None = None,
         catalogue_popularity: np.ndarray | None = None,
         cold_user_feature_weight: float = 0.5,
+        retrieval: str = "brute_force",
     ):
         super().__init__()
         if len(catalogue_ids) != len(catalogue_vectors):
@@ -114,6 +126,11 @@ class RetrievalModule(tf.Module):
         self.popularity_prior = tf.constant(prior[None, :], tf.float32)
         self.has_popularity = bool(np.any(catalogue_popularity))
         self.cold_user_feature_weight = float(cold_user_feature_weight)
+        self.scann = None
+        if retrieval == "scann":
+            self.scann = _scann_index(catalogue_vectors, self.top_k)
+        elif retrieval != "brute_force":
+            raise ValueError(f"Unknown retrieval method {retrieval!r}.")
         raw_spec = transform_output.raw_feature_spec()
         self._user_spec = {k: raw_spec[k] for k in features.RAW_USER_FEATURES}
         self._item_id_spec = {features.ITEM_ID: raw_spec[features.ITEM_ID]}
@@ -140,6 +157,32 @@ class RetrievalModule(tf.Module):
         unknown = tf.reshape(transformed["user_index"], [-1, 1])
         return tf.where(unknown >= self.num_users, cold, scores)
 
+    def _approximate_top_k(
+        self, transformed: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top K of known users from the ScaNN index.
+
+        Unknown users are scored by popularity and features, not by a dot
+        product the index could search: their lists are computed exactly,
+        and only for batches that hold one.
+        """
+        scores, positions = self.scann(self.user_tower(transformed))
+        positions = tf.cast(positions, tf.int32)
+        if not self.has_popularity:
+            return scores, positions
+        unknown = tf.reshape(transformed["user_index"], [-1, 1]) >= (
+            self.num_users
+        )
+        exact_scores, exact_positions = tf.cond(
+            tf.reduce_any(unknown),
+            lambda: tuple(tf.math.top_k(self._scores(transformed), self.top_k)),
+            lambda: (scores, positions),
+        )
+        return (
+            tf.where(unknown, exact_scores, scores),
+            tf.where(unknown, exact_positions, positions),
+        )
+
     @tf.function(
         input_signature=[
             tf.TensorSpec([None], tf.string, "user_id"),
@@ -155,7 +198,12 @@ class RetrievalModule(tf.Module):
                 "user_occupation": user_occupation,
             }
         )
-        scores, positions = tf.math.top_k(self._scores(transformed), self.top_k)
+        if self.scann is None:
+            scores, positions = tf.math.top_k(
+                self._scores(transformed), self.top_k
+            )
+        else:
+            scores, positions = self._approximate_top_k(transformed)
         return {
             "item_ids": tf.gather(self.catalogue_ids, positions),
             "scores": scores,
@@ -209,6 +257,25 @@ class RetrievalModule(tf.Module):
         return {"catalogue_position": self.catalogue_positions.lookup(item_ids)}
 
 
+def _scann_index(vectors: np.ndarray, top_k: int) -> factorized_top_k.ScaNN:
+    """A ScaNN index over the catalogue's vectors; ids are row positions."""
+    count = len(vectors)
+    leaves = max(1, min(round(math.sqrt(count)), count))
+    index = factorized_top_k.ScaNN(
+        k=top_k,
+        num_leaves=leaves,
+        # A quarter of the partitions, and the best 10K candidates rescored
+        # exactly: on unclustered random vectors of 8 dimensions (a hard
+        # case) about 90% of brute force's top 10, at a fraction of its
+        # cost on a large catalogue.
+        num_leaves_to_search=max(1, math.ceil(leaves / 4)),
+        num_reordering_candidates=min(count, 10 * top_k),
+    )
+    return index.index(
+        tf.constant(vectors, tf.float32), tf.range(count, dtype=tf.int64)
+    )
+
+
 def export_retrieval_model(
     model: TwoTowerModel,
     transform_output: tft.TFTransformOutput,
@@ -220,6 +287,7 @@ def export_retrieval_model(
     num_users: int | None = None,
     catalogue_popularity: np.ndarray | None = None,
     cold_user_feature_weight: float = 0.5,
+    retrieval: str = "brute_force",
 ) -> None:
     """Writes the serving SavedModel to `export_dir` (see module docstring).
 
@@ -232,6 +300,7 @@ def export_retrieval_model(
         unknown users; without it they are scored like known users.
       cold_user_feature_weight: weight of the towers' score for unknown
         users, next to the popularity's weight of 1.
+      retrieval: "brute_force" or "scann" (see the module doc).
     """
     module = RetrievalModule(
         model,
@@ -243,6 +312,7 @@ def export_retrieval_model(
         num_users=num_users,
         catalogue_popularity=catalogue_popularity,
         cold_user_feature_weight=cold_user_feature_weight,
+        retrieval=retrieval,
     )
     signatures = {
         "serving_default": module.recommend,
@@ -251,7 +321,13 @@ def export_retrieval_model(
         "score_catalogue": module.score_catalogue,
         "transformed_labels": module.transformed_labels,
     }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures=signatures,
+        # The ScaNN index is a resource of ScaNN's own op namespace.
+        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
+    )
     assets = tf.io.gfile.join(export_dir, "assets.extra")
     tf.io.gfile.makedirs(assets)
     with tf.io.gfile.GFile(tf.io.gfile.join(assets, CATALOGUE_ASSET), "w") as f:

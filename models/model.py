@@ -18,7 +18,15 @@ import tensorflow_recommenders as tfrs
 
 from models import features
 
-__all__ = ["ItemTower", "ModelConfig", "TwoTowerModel", "UserTower"]
+__all__ = [
+    "RETRIEVAL_METHODS",
+    "ItemTower",
+    "ModelConfig",
+    "TwoTowerModel",
+    "UserTower",
+]
+
+RETRIEVAL_METHODS = ("brute_force", "scann")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +47,10 @@ class ModelConfig:
       cold_user_feature_weight: for users the model does not know, the
         weight of the towers' score next to the popularity's (see
         `models.export`).
+      retrieval: how `serving_default` finds the top K: "brute_force"
+        scores every catalogue item; "scann" searches a ScaNN index
+        (approximate, for large catalogues; needs the `scann` package
+        wherever the model is loaded).
     """
 
     embedding_dim: int = 32
@@ -50,6 +62,14 @@ class ModelConfig:
     seed: int = 42
     oov_buckets: int = features.DEFAULT_OOV_BUCKETS
     cold_user_feature_weight: float = 0.5
+    retrieval: str = "brute_force"
+
+    def __post_init__(self):
+        if self.retrieval not in RETRIEVAL_METHODS:
+            raise ValueError(
+                f"retrieval must be one of {RETRIEVAL_METHODS}, got "
+                f"{self.retrieval!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

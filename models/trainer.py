@@ -392,6 +392,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             np.array([popularity[i] for i in ids]) if popularity else None
         ),
         cold_user_feature_weight=config.cold_user_feature_weight,
+        retrieval=config.retrieval,
     )
     warm_start.write_state(
         fn_args.serving_model_dir,

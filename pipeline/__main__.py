@@ -113,6 +113,7 @@ def _print_report(report, config) -> None:
 def _run_spans(
     data: Path, workdir: Path, spans: Sequence[int | None], args
 ) -> int:
+    from models.model import ModelConfig
     from pipeline.config import PipelineConfig
     from pipeline.local import run_span
 
@@ -136,6 +137,7 @@ def _run_spans(
             full_retrain_every=args.full_retrain_every,
             vocabulary_min_count=args.min_count,
             enable_cache=not args.no_cache,
+            model=ModelConfig(retrieval=args.retrieval),
         )
         try:
             report = run_span(config, printer=print)
@@ -231,6 +233,13 @@ def _parser() -> argparse.ArgumentParser:
             type=float,
             default=0.05,
             help="Recall@100 a model needs to be blessed (default: 0.05)",
+        )
+        command.add_argument(
+            "--retrieval",
+            choices=("brute_force", "scann"),
+            default="brute_force",
+            help="how the served model finds its top K: score every "
+            "catalogue item, or search a ScaNN index (default: brute_force)",
         )
         command.add_argument(
             "--regression-tolerance",

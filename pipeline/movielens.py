@@ -439,13 +439,18 @@ def _genres_100k(path: pathlib.Path) -> tuple[str, ...]:
                     f"MovieLens file {path}: line {number} is {text!r}, "
                     "expected 'genre name|index'"
                 )
-            by_index[int(index)] = name.strip()
+            by_index[int(index)] = (name.strip(), number)
     if sorted(by_index) != list(range(len(by_index))) or not by_index:
+        wrong = [
+            f"line {number} ({name}|{index})"
+            for index, (name, number) in sorted(by_index.items())
+            if index >= len(by_index)
+        ]
         raise ValueError(
             f"MovieLens file {path}: genre indexes {sorted(by_index)} are "
-            "not 0, 1, 2, ..."
+            f"not 0, 1, 2, ...; out of place: {', '.join(wrong)}"
         )
-    return tuple(by_index[k] for k in range(len(by_index)))
+    return tuple(by_index[k][0] for k in range(len(by_index)))
 
 
 def _items_100k(

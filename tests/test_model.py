@@ -275,3 +275,82 @@ def test_training_mirrors_over_several_devices(transformed, tmp_path):
 def test_one_device_or_none_trains_under_the_default_strategy():
     assert distribution_strategy([]) is tf.distribute.get_strategy()
     assert distribution_strategy(["/gpu:0"]) is tf.distribute.get_strategy()
+
+
+_LOAD_AND_SERVE = """
+import json, sys
+import models  # the project's package registers what the model needs
+import tensorflow as tf
+
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+result = serve(
+    user_id=tf.constant(["u1", "u2", "never-seen"]),
+    user_age=tf.constant([21, 22, 32], tf.int64),
+    user_occupation=tf.constant(["student"] * 3),
+)
+print(json.dumps([[i.decode() for i in r] for r in result["item_ids"].numpy()]))
+"""
+
+
+def test_a_scann_index_serves_nearly_what_brute_force_does(
+    transformed, tmp_path
+):
+    rows, output = transformed
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    model.user_tower(_batch(rows))
+    # A catalogue large enough for ScaNN to partition.
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(3000, 8)).astype(np.float32)
+    ids = [f"i{n}" for n in range(len(vectors))]
+    popularity = rng.pareto(1.5, len(ids))
+    users = [f"u{n}" for n in range(12)] + ["never-seen", "also-new"]
+    request = {
+        "user_id": tf.constant(users),
+        "user_age": tf.constant([20 + n for n in range(len(users))], tf.int64),
+        "user_occupation": tf.constant(["student"] * len(users)),
+    }
+    lists = {}
+    for retrieval in ("brute_force", "scann"):
+        export_dir = str(tmp_path / retrieval)
+        export_retrieval_model(
+            model,
+            output,
+            ids,
+            vectors,
+            export_dir,
+            top_k=10,
+            num_users=12,
+            catalogue_popularity=popularity,
+            retrieval=retrieval,
+        )
+        serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+        lists[retrieval] = [
+            [i.decode() for i in r]
+            for r in serve(**request)["item_ids"].numpy()
+        ]
+
+    exact, approximate = lists["brute_force"], lists["scann"]
+    overlap = np.mean(
+        [
+            len(set(a) & set(b)) / 10
+            for a, b in zip(exact[:12], approximate[:12], strict=True)
+        ]
+    )
+    assert overlap >= 0.8, overlap
+    # Unknown users are served exactly: popularity and features.
+    assert approximate[12:] == exact[12:]
+    # A fresh process with TensorFlow and this package loads and serves it.
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_SERVE, str(tmp_path / "scann")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    served = json.loads(done.stdout.strip().splitlines()[-1])
+    assert served[:2] == approximate[1:3]
+    assert served[2] == approximate[12]
+
+
+def test_an_unknown_retrieval_method_is_refused():
+    with pytest.raises(ValueError, match="retrieval must be one of"):
+        ModelConfig(retrieval="exhaustive")
