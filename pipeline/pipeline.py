@@ -255,10 +255,14 @@ def _training(
             "min_count": config.vocabulary_min_count,
             "oov_buckets": config.model.oov_buckets,
         },
-        # Held-out ids belong in the vocabularies too: an id is registered
-        # when it is seen, whether or not it is trained on.
+        # Vocabularies come from the training rows alone. An id first seen
+        # in the held-out rows would get a row that no training touches,
+        # and the model would take its user for a known one; unregistered,
+        # the user is unknown, as a brand-new user is in serving, and gets
+        # the popularity list. The next span trains on those rows and
+        # registers their ids.
         splits_config=tfx.proto.SplitsConfig(
-            analyze=["train", "eval"], transform=["train", "eval"]
+            analyze=["train"], transform=["train", "eval"]
         ),
     )
     custom_config = {

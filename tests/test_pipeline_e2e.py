@@ -1,10 +1,13 @@
 """The local pipeline end to end on tiny generated spans (slow)."""
 
+import glob
 import os
 
+import pandas as pd
 import pytest
 import tensorflow as tf
 
+from components.interaction_delta import executor
 from models import features, warm_start
 from pipeline import snapshots, synthetic
 from pipeline.config import PipelineConfig
@@ -28,6 +31,21 @@ def tiny_data(tmp_path_factory):
     return root
 
 
+def _train_rows(config: PipelineConfig) -> pd.DataFrame:
+    """The training split of the newest ExampleGen run of a workdir."""
+    runs = glob.glob(
+        os.path.join(
+            config.pipeline_root, "TemporalExampleGen", "examples", "*"
+        )
+    )
+    newest = max(runs, key=lambda path: int(os.path.basename(path)))
+    files = sorted(glob.glob(os.path.join(newest, "Split-train", "*")))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return executor.decode_examples(
+        list(records.as_numpy_iterator()), newest, 0
+    )
+
+
 def test_run_span_pushes_a_model_that_answers_top_k(tiny_data, tmp_path):
     lines = []
     config = PipelineConfig.local(tmp_path, tiny_data, span=1)
@@ -40,8 +58,12 @@ def test_run_span_pushes_a_model_that_answers_top_k(tiny_data, tmp_path):
     assert report.trained
     assert report.delta["previous_span"] is None
     assert report.delta["pairs"]["added"] == len(snapshot)
-    assert report.user_vocabulary == snapshot["user_id"].nunique()
-    assert report.item_vocabulary == snapshot["item_id"].nunique()
+    # The vocabularies hold the ids of the training rows: the newest rows
+    # are held out, and a user seen only there is not known yet.
+    train = _train_rows(config)
+    assert len(train) < len(snapshot)
+    assert report.user_vocabulary == train["user_id"].nunique()
+    assert report.item_vocabulary == train["item_id"].nunique()
     assert 0.0 < report.recall[10] <= report.recall[50] <= report.recall[100]
     assert report.blessed
     assert report.pushed_model is not None
