@@ -335,7 +335,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         train = _delta_dataset(
             fn_args, files, transform_output, config.batch_size, config.seed
         )
-        training_set = "delta (added, modified, replay)"
+        training_set = "delta (added, modified, released, replay)"
     else:
         if carried is not None:
             logging.info(
