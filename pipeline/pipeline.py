@@ -167,14 +167,25 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         anomalies=example_validator.outputs["anomalies"],
         examples=example_gen.outputs["examples"],
     )
-    # The delta component publishes an index of every snapshot it sees; the
-    # newest one is the previous snapshot of this run. Only the latest-
-    # artifact and latest-blessed-model strategies exist on Kubeflow v2
-    # and Vertex, hence this design.
+    # The delta component publishes an index of every snapshot it sees,
+    # each pointing to the one before; from the newest it finds the
+    # snapshot the model in force was trained on. Only the latest-artifact
+    # and latest-blessed-model strategies exist on Kubeflow v2 and Vertex,
+    # hence this design.
     previous_index = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         index=tfx.dsl.Channel(type=PairIndex),
     ).with_id("previous_index_resolver")
+    # The last blessed model is the one the Pusher last pushed: the delta
+    # is taken against its snapshot, the vocabularies grow from it and the
+    # Trainer warm-starts from it.
+    base_model = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing
+        ),
+    ).with_id("base_model_resolver")
     replay_ratio = config.replay_ratio
     if config.runtime_parameters:
         replay_ratio = tfx.dsl.experimental.RuntimeParameter(
@@ -183,6 +194,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     delta = InteractionDelta(
         examples=example_gen.outputs["examples"],
         previous_index=previous_index.outputs["index"],
+        base_model=base_model.outputs["model"],
         replay_ratio=replay_ratio,
         num_shards=config.delta_shards,
         popularity_half_life_seconds=config.popularity_half_life_seconds,
@@ -192,15 +204,6 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     changed_pairs = (
         delta.outputs["summary"].future()[0].custom_property("changed_pairs")
     )
-    # The last blessed model is the one the Pusher last pushed: the
-    # vocabularies grow from it and the Trainer warm-starts from it.
-    base_model = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ModelBlessing
-        ),
-    ).with_id("base_model_resolver")
     with tfx.dsl.Cond(changed_pairs >= config.min_delta_pairs):
         transform, trainer, evaluator, pusher = _training(
             config, example_gen, schema_gen, delta, base_model

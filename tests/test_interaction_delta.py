@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
 from components.interaction_delta import diff, executor, testing
 from pipeline.snapshots import COLUMNS
@@ -357,6 +359,57 @@ def test_a_rerun_of_a_span_diffs_against_the_span_before(base_run, tmp_path):
 
     assert testing.read_summary(rerun) == testing.read_summary(first)
     assert testing.read_summary(rerun)["previous_span"] == 1
+
+
+def _model_of_span(tmp_path, span: int) -> standard_artifacts.Model:
+    """A Model artifact that says, as `run_fn` writes it, its span."""
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / f"model-{span}")
+    serving = path_utils.serving_model_path(model.uri)
+    extra = os.path.join(serving, "assets.extra")
+    os.makedirs(extra)
+    with open(os.path.join(extra, "training_summary.json"), "w") as f:
+        json.dump({"span": span}, f)
+    return model
+
+
+def test_the_delta_is_taken_against_the_snapshot_of_the_model_in_force(
+    base_run, tmp_path
+):
+    frame, base = base_run
+    second = _run(tmp_path, "second", frame.iloc[2:], 2, base["index"])
+    third = pd.concat(
+        [frame.iloc[2:], _frame([(9, 1, 3.0, 9)])], ignore_index=True
+    )
+
+    # Span 2's candidate was not blessed: span 1's model is still served.
+    outputs = _run(
+        tmp_path,
+        "third",
+        third,
+        3,
+        second["index"],
+        base_model=[_model_of_span(tmp_path, 1)],
+    )
+
+    summary = testing.read_summary(outputs)
+    assert summary["previous_span"] == 1
+    assert outputs["delta"][0].get_int_custom_property("previous_span") == 1
+    # Everything since span 1: its two removed pairs and the new one.
+    assert summary["pairs"]["removed"] == 2
+    assert summary["pairs"]["added"] == 1
+    # Without a model, or when the model's span has no index in the chain,
+    # the newest earlier snapshot it is.
+    for models in ([], [_model_of_span(tmp_path / "x", 0)]):
+        again = _run(
+            tmp_path,
+            f"again-{len(models)}",
+            third,
+            3,
+            second["index"],
+            base_model=models,
+        )
+        assert testing.read_summary(again)["previous_span"] == 2
 
 
 def test_catalogue_popularity_weighs_recent_interactions_more(tmp_path):

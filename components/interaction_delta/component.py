@@ -4,8 +4,10 @@ Inputs are the new snapshot's examples and, optionally, the pair index that
 an earlier run of this component published. Kubeflow Pipelines v2 and
 Vertex resolve artifacts only with `LatestArtifactStrategy` and
 `LatestBlessedModelStrategy`, so the component keeps its own state: every
-run publishes a `PairIndex` of its snapshot, and the next run's resolver
-takes the latest one. See `pipeline.pipeline.create_pipeline`.
+run publishes a `PairIndex` of its snapshot, pointing to the one it was
+diffed against, and the next run's resolver takes the latest one. With the
+model in force as a further input, the chain leads back to the snapshot
+that model was trained on. See `pipeline.pipeline.create_pipeline`.
 
 Outputs:
   delta: Examples with splits `added`, `removed`, `modified`, `released`
@@ -57,6 +59,9 @@ class InteractionDeltaSpec(types.ComponentSpec):
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "previous_index": ChannelParameter(type=PairIndex, optional=True),
+        "base_model": ChannelParameter(
+            type=standard_artifacts.Model, optional=True
+        ),
     }
     OUTPUTS = {
         "delta": ChannelParameter(type=standard_artifacts.Examples),
@@ -77,6 +82,7 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
         self,
         examples: types.BaseChannel,
         previous_index: types.BaseChannel | None = None,
+        base_model: types.BaseChannel | None = None,
         replay_ratio: float | data_types.RuntimeParameter = 1.0,
         num_shards: int = 16,
         popularity_half_life_seconds: int = _WEEK_SECONDS,
@@ -88,6 +94,11 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
           examples: the new snapshot, all splits.
           previous_index: the `PairIndex` of an earlier run; absent or empty
             on the first run, when every pair is added.
+          base_model: the model in force (the last blessed one). The delta
+            is taken against the snapshot it was trained on, found by
+            following the index's chain of earlier indexes: when recent
+            candidates were not blessed, the next warm start still trains
+            on everything that changed since the model it starts from.
           replay_ratio: unchanged pairs to replay per added or modified
             pair; a `RuntimeParameter` lets an orchestrated run set it.
           num_shards: shards of users the work is cut into.
@@ -110,6 +121,7 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
         spec = InteractionDeltaSpec(
             examples=examples,
             previous_index=previous_index,
+            base_model=base_model,
             replay_ratio=replay_ratio if runtime else float(replay_ratio),
             num_shards=int(num_shards),
             popularity_half_life_seconds=int(popularity_half_life_seconds),

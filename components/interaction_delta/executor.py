@@ -29,6 +29,7 @@ from absl import logging
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 from tfx_bsl.coders import example_coder
 
 from components.artifacts import span_of
@@ -54,6 +55,8 @@ HELD_OUT = features.HELD_OUT
 USER_COHORT = features.USER_COHORT
 ITEM_COHORT = features.ITEM_COHORT
 SUMMARY_FILE = "summary.json"
+# Where `models.trainer` writes what a model was trained on, in the model.
+_MODEL_SUMMARY = os.path.join("assets.extra", "training_summary.json")
 CATALOGUE_FILE = "catalogue.csv"
 INDEX_FILE = "index.json"
 _READ_BATCH = 65_536
@@ -522,21 +525,47 @@ def encode_examples(rows: pd.DataFrame) -> Iterator[bytes]:
 
 
 def _previous_index(
-    candidates: list[Any], span: int
+    candidates: list[Any], span: int, base_span: int | None = None
 ) -> tuple[str | None, int | None]:
-    """The newest pair index of a span before `span`, if there is one.
+    """The pair index to diff against, and its span.
 
     The resolver hands over the newest index of the pipeline; when that is
     this span's own (a rerun) or a later one (a backfill), the chain of
-    previous indexes leads back to the one wanted.
+    previous indexes leads back to the newest one before `span`. With the
+    span of the model in force, the chain leads on back to that span's
+    index, if the chain has one; otherwise the newest before `span` it is.
     """
     uri = candidates[0].uri if candidates else None
+    newest = None
     while uri:
         info = read_index(uri)
-        if int(info["span"]) < span:
-            return uri, int(info["span"])
+        found = int(info["span"])
+        if found < span:
+            newest = newest or (uri, found)
+            if base_span is None or found <= base_span:
+                return (uri, found) if found == base_span else newest
         uri = info.get("previous_uri") or None
-    return None, None
+    return newest or (None, None)
+
+
+def _model_span(models: list[Any]) -> int | None:
+    """The span the model in force was trained on, when it says."""
+    if not models:
+        return None
+    path = os.path.join(
+        path_utils.serving_model_path(models[0].uri), _MODEL_SUMMARY
+    )
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return int(json.load(f)["span"])
+    except (tf.errors.OpError, ValueError, KeyError, TypeError) as error:
+        logging.warning(
+            "The base model at %s does not say its span (%s): diffing "
+            "against the newest earlier snapshot.",
+            models[0].uri,
+            error,
+        )
+        return None
 
 
 def describe_summary(summary: dict[str, Any]) -> str:
@@ -593,7 +622,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 )
             )
         previous_dir, previous_span = _previous_index(
-            input_dict.get("previous_index", []), span
+            input_dict.get("previous_index", []),
+            span,
+            _model_span(input_dict.get("base_model", [])),
         )
         logging.info(
             "Diffing span %d (%d files) against %s",

@@ -73,6 +73,7 @@ def run_executor(
     num_shards: int = 4,
     half_life_seconds: int = 7 * 24 * 3600,
     held_out_splits: Sequence[str] = ("eval",),
+    base_model: Sequence[standard_artifacts.Model] = (),
 ) -> dict[str, list[Any]]:
     """Runs the executor once; returns its output artifacts by name."""
     outputs: dict[str, list[Any]] = {}
@@ -91,7 +92,11 @@ def run_executor(
         beam_pipeline_args=list(beam_args), tmp_dir=os.path.join(out_dir, "tmp")
     )
     executor.Executor(context).Do(
-        {"examples": [examples], "previous_index": list(previous_index)},
+        {
+            "examples": [examples],
+            "previous_index": list(previous_index),
+            "base_model": list(base_model),
+        },
         outputs,
         {
             "replay_ratio": replay_ratio,
