@@ -294,13 +294,8 @@ def export_retrieval_model(
     The catalogue's ids are also written as the asset `catalogue.txt`, one
     id per line, in the order of the `score_catalogue` columns.
 
-    Args:
-      num_users: size of the user vocabulary; users past it are unknown.
-      catalogue_popularity: [catalogue] recency-weighted popularity, for
-        unknown users; without it they are scored like known users.
-      cold_user_feature_weight: weight of the towers' score for unknown
-        users, next to the popularity's weight of 1.
-      retrieval: "brute_force" or "scann" (see the module doc).
+    Args: those of `RetrievalModule`, and `export_dir`, the folder to
+    write.
     """
     module = RetrievalModule(
         model,
