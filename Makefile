@@ -9,7 +9,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install browser demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ $(STAMP): requirements.lock pyproject.toml
 		-e . --config-settings editable_mode=compat
 	$(PY) -m pip check
 	@touch $(STAMP)
+
+# Headless Chromium, for the test that screenshots the backtest report
+# (skipped without it, outside CI). Debian's package; needs root.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null; }
 
 demo: install
 	$(PY) -m pipeline demo --workdir demo

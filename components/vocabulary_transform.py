@@ -85,8 +85,10 @@ class Executor(transform_executor.Executor):
 class GrowingTransform(base_beam_component.BaseBeamComponent):
     """Transform with append-only id vocabularies (see the module doc).
 
-    Statistics of the transformed data are not computed: nothing here reads
-    them, and they cost as much as the transform itself.
+    Neither statistics of the transformed data nor transformed examples
+    are written: nothing reads the statistics, and the Trainer applies the
+    transform graph to raw examples as it reads them. Each would cost a
+    pass over the snapshot.
     """
 
     SPEC_CLASS = GrowingTransformSpec
@@ -101,8 +103,6 @@ class GrowingTransform(base_beam_component.BaseBeamComponent):
         base_model: types.BaseChannel | None = None,
         custom_config: dict[str, Any] | None = None,
     ):
-        transformed_examples = types.Channel(type=standard_artifacts.Examples)
-        transformed_examples.matching_channel_name = "examples"
         spec = GrowingTransformSpec(
             examples=examples,
             schema=schema,
@@ -115,7 +115,6 @@ class GrowingTransform(base_beam_component.BaseBeamComponent):
             transform_graph=types.Channel(
                 type=standard_artifacts.TransformGraph
             ),
-            transformed_examples=transformed_examples,
             updated_analyzer_cache=types.Channel(
                 type=standard_artifacts.TransformCache
             ),

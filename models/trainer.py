@@ -72,9 +72,36 @@ def training_dataset(
     batch_size: int,
     shuffle: bool,
     seed: int,
+    held_out_flag: bool = False,
 ) -> tf.data.Dataset:
-    """One pass over transformed examples, as dicts of [batch, ...] tensors."""
-    return fn_args.data_accessor.tf_dataset_factory(
+    """One pass over raw examples through the transform graph.
+
+    Transform does not write transformed examples: the graph is applied
+    here as the examples are read, which costs training little and saves
+    the pipeline a pass over the snapshot.
+
+    Args:
+      fn_args: the Trainer's arguments (for its data accessor).
+      files: raw tf.Example files.
+      transform_output: the Transform component's output.
+      batch_size: examples per batch.
+      shuffle: whether to shuffle the files and examples.
+      seed: the shuffle's seed.
+      held_out_flag: the examples carry `features.HELD_OUT` (the delta's
+        do); rows where it is set are dropped.
+
+    Returns:
+      Dicts of [batch, ...] transformed tensors.
+    """
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(transform_output.raw_metadata.schema)
+    if held_out_flag:
+        held_out = schema.feature.add(
+            name=features.HELD_OUT, type=schema_pb2.INT
+        )
+        held_out.shape.dim.add(size=1)
+        held_out.presence.min_fraction = 1.0
+    raw = fn_args.data_accessor.tf_dataset_factory(
         files,
         tfxio.TensorFlowDatasetOptions(
             batch_size=batch_size,
@@ -82,8 +109,19 @@ def training_dataset(
             shuffle_seed=seed,
             num_epochs=1,
         ),
-        transform_output.transformed_metadata.schema,
+        schema,
     )
+    if held_out_flag:
+
+        def training_rows(batch):
+            batch = dict(batch)
+            flag = tf.reshape(batch.pop(features.HELD_OUT), [-1])
+            keep = tf.equal(flag, 0)
+            return {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+
+        raw = raw.map(training_rows)
+    layer = transform_output.transform_features_layer()
+    return raw.map(layer, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def collect_catalogue(
@@ -134,38 +172,6 @@ class _EpochLog(tf.keras.callbacks.Callback):
             float(np.mean(self._losses)) if self._losses else float("nan"),
             time.monotonic() - self._start,
         )
-
-
-def _delta_dataset(
-    fn_args: tfx.components.FnArgs,
-    files: list[str],
-    transform_output: tft.TFTransformOutput,
-    batch_size: int,
-    seed: int,
-) -> tf.data.Dataset:
-    """The delta's training rows (not held out), through the transform."""
-    schema = schema_pb2.Schema()
-    schema.CopyFrom(transform_output.raw_metadata.schema)
-    held_out = schema.feature.add(name=features.HELD_OUT, type=schema_pb2.INT)
-    held_out.shape.dim.add(size=1)
-    held_out.presence.min_fraction = 1.0
-    layer = transform_output.transform_features_layer()
-
-    def training_rows(batch):
-        batch = dict(batch)
-        keep = tf.equal(tf.reshape(batch.pop(features.HELD_OUT), [-1]), 0)
-        return {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
-
-    raw = fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, shuffle=True, shuffle_seed=seed, num_epochs=1
-        ),
-        schema,
-    )
-    return raw.map(training_rows).map(
-        layer, num_parallel_calls=tf.data.AUTOTUNE
-    )
 
 
 def _count_records(patterns: list[str], held_out: bool = False) -> int:
@@ -332,8 +338,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         files = []
         for split in _DELTA_TRAINING_SPLITS:
             files += tf.io.gfile.glob(os.path.join(delta["splits"][split], "*"))
-        train = _delta_dataset(
-            fn_args, files, transform_output, config.batch_size, config.seed
+        train = training_dataset(
+            fn_args,
+            files,
+            transform_output,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            held_out_flag=True,
         )
         training_set = "delta (added, modified, released, replay)"
     else:

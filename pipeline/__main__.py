@@ -1,10 +1,13 @@
-"""Command line of freshtower: `python -m pipeline {generate,load,run,demo}`.
+"""Command line of freshtower.
 
     python -m pipeline generate --out data/ --spans 3
     python -m pipeline load --ratings ml-100k/ --format movielens-100k \\
         --out data/ --initial-fraction 0.5 --spans 5
     python -m pipeline run --data data/ --workdir work/ --span 2
     python -m pipeline demo --workdir demo/
+    python -m pipeline backtest --ratings ml-100k/u.data \\
+        --format movielens-100k --spans 5 --policy warm --policy full \\
+        --out backtest/
 
 Each run prints a line per component as it finishes and a short table per
 span; the full TFX log goes to `<workdir>/logs/`.
@@ -193,6 +196,65 @@ def _demo(args) -> int:
     return status
 
 
+def _backtest(args) -> int:
+    from models.model import ModelConfig
+    from pipeline import backtest
+    from pipeline.report import write_report
+
+    out = Path(args.out)
+    try:
+        source = backtest.Source(
+            format=args.format,
+            ratings=args.ratings,
+            initial_fraction=args.initial_fraction,
+            spans=args.spans,
+            seed=args.seed,
+        )
+        data = backtest.prepare_data(source, out)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"backtest: {error}", file=sys.stderr)
+        return 2
+    print(f"Backtest of {source.describe()} into {out}")
+    results = out / backtest.RESULTS_FILE
+    for policy in dict.fromkeys(args.policy):
+        log = _log_to_file(out, f"backtest-{policy}")
+        print(f"Policy {policy} (log: {log})")
+        start = time.monotonic()
+        try:
+            records = backtest.run_policy(
+                policy,
+                data,
+                out,
+                printer=print,
+                holdout_fraction=args.holdout_fraction,
+                min_delta_pairs=args.min_delta_pairs,
+                replay_ratio=args.replay_ratio,
+                vocabulary_min_count=args.min_count,
+                model=ModelConfig(retrieval=args.retrieval),
+                recall_floor=args.recall_floor,
+                regression_tolerance=args.regression_tolerance,
+                enable_cache=not args.no_cache,
+            )
+        except Exception as error:  # noqa: BLE001 - the CLI reports and exits
+            print(
+                f"\nPolicy {policy}: the run failed: {error}", file=sys.stderr
+            )
+            print(f"Full log: {log}", file=sys.stderr)
+            return 1
+        merged = backtest.merge_records(results, records)
+        report = write_report(
+            merged, out / "report.html", source=source.describe()
+        )
+        print(
+            f"Policy {policy} done in {time.monotonic() - start:.0f} s; "
+            f"{results} and {report} updated."
+        )
+    print()
+    for line in backtest.summary_table(merged):
+        print(f"  {line}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
@@ -222,12 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--spans", type=int, default=5)
     load.set_defaults(func=_load)
 
-    def run_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--workdir",
-            default="work",
-            help="pipeline root, metadata and serving models (default: work)",
-        )
+    def model_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--recall-floor",
             type=float,
@@ -268,6 +325,23 @@ def _parser() -> argparse.ArgumentParser:
             help="unchanged pairs replayed per changed pair (default: 1)",
         )
         command.add_argument(
+            "--min-count",
+            type=int,
+            default=1,
+            help="interactions a new id needs for its own vocabulary row "
+            "(default: 1)",
+        )
+        command.add_argument(
+            "--no-cache", action="store_true", help="rerun every component"
+        )
+
+    def run_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--workdir",
+            default="work",
+            help="pipeline root, metadata and serving models (default: work)",
+        )
+        command.add_argument(
             "--full-retrain",
             action="store_true",
             help="train from scratch on the whole snapshot",
@@ -279,16 +353,7 @@ def _parser() -> argparse.ArgumentParser:
             help="spans whose number is a multiple of N retrain from "
             "scratch (default: 0, never)",
         )
-        command.add_argument(
-            "--min-count",
-            type=int,
-            default=1,
-            help="interactions a new id needs for its own vocabulary row "
-            "(default: 1)",
-        )
-        command.add_argument(
-            "--no-cache", action="store_true", help="rerun every component"
-        )
+        model_options(command)
 
     run = commands.add_parser("run", help="run the pipeline on one span")
     run.add_argument("--data", required=True, help="data root with span-<N>/")
@@ -305,6 +370,47 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     run_options(demo)
     demo.set_defaults(func=_demo, workdir="demo")
+
+    from pipeline.backtest import FORMATS, POLICIES
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="replay a history span by span under retraining policies and "
+        "report what each would have cost and earned",
+    )
+    backtest.add_argument(
+        "--ratings",
+        help="ratings file or folder (u.data with u.item beside it, or "
+        "ratings.csv with movies.csv beside it); not for synthetic",
+    )
+    backtest.add_argument("--format", required=True, choices=FORMATS)
+    backtest.add_argument(
+        "--initial-fraction",
+        type=float,
+        default=0.5,
+        help="share of the history in span 1 (default: 0.5)",
+    )
+    backtest.add_argument(
+        "--spans",
+        type=int,
+        default=5,
+        help="spans after the first, each scored on the next (default: 5)",
+    )
+    backtest.add_argument(
+        "--policy",
+        action="append",
+        required=True,
+        choices=POLICIES,
+        help="retraining policy; repeat to run several",
+    )
+    backtest.add_argument(
+        "--out", required=True, help="folder for the data, runs and report"
+    )
+    backtest.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic history"
+    )
+    model_options(backtest)
+    backtest.set_defaults(func=_backtest)
     return parser
 
 

@@ -110,8 +110,10 @@ class PipelineConfig:
       model: hyperparameters of the two-tower model.
       beam_args: Beam pipeline options of the data components
         (ExampleGen, StatisticsGen, InteractionDelta, Transform,
-        Evaluator): DirectRunner by default; Dataflow, Flink or Spark
-        options run them there.
+        Evaluator). None, the default, runs them on the DirectRunner in
+        this process; Dataflow, Flink or Spark options run them there.
+        With any option set, TFX also packages itself for remote workers
+        at every Beam component (seconds each), so local runs set none.
       enable_cache: reuse the outputs of components whose inputs match.
       trainer_resources: accelerators, CPU and memory of the Trainer on a
         cluster; `None` asks for nothing. Local runs ignore it.
@@ -139,7 +141,7 @@ class PipelineConfig:
     full_retrain: bool = False
     full_retrain_every: int = 0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    beam_args: tuple[str, ...] = ("--direct_num_workers=1",)
+    beam_args: tuple[str, ...] = ()
     enable_cache: bool = True
     trainer_resources: TrainerResources | None = None
     vertex_training: VertexTraining | None = None

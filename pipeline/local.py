@@ -57,6 +57,9 @@ class SpanReport:
       blessed: whether the Evaluator blessed the candidate.
       pushed_model: the serving directory the Pusher wrote, if it pushed.
       seconds: wall time of the run.
+      component_seconds: wall time of each component that ran, by node id,
+        in the order they finished (components skipped or reused from the
+        cache are absent).
     """
 
     span: int
@@ -70,6 +73,9 @@ class SpanReport:
     blessed: bool
     pushed_model: str | None
     seconds: float
+    component_seconds: dict[str, float] = dataclasses.field(
+        default_factory=dict
+    )
 
     @property
     def recall(self) -> dict[int, float]:
@@ -80,14 +86,19 @@ class SpanReport:
 
 
 class _ProgressHandler(logging.Handler):
-    """Turns LocalDagRunner's component log lines into progress lines."""
+    """Times LocalDagRunner's components from its log lines.
 
-    def __init__(self, printer: Callable[[str], None], prefix: str):
+    Each component that runs gets a progress line through `printer` as it
+    finishes, and its wall time in `seconds`.
+    """
+
+    def __init__(self, printer: Callable[[str], None] | None, prefix: str):
         super().__init__(logging.INFO)
-        self._printer = printer
+        self._printer = printer or (lambda line: None)
         self._prefix = prefix
         self._started: dict[str, float] = {}
         self._skipped: set[str] = set()
+        self.seconds: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -103,16 +114,27 @@ class _ProgressHandler(logging.Handler):
             self._started[node] = time.monotonic()
         elif state == "finished" and node in self._skipped:
             self._printer(f"{self._prefix}{node:<24} skipped")
-        elif state == "finished":
-            took = time.monotonic() - self._started.get(node, time.monotonic())
+        elif state == "finished" and node in self._started:
+            took = time.monotonic() - self._started[node]
+            self.seconds[node] = took
             self._printer(f"{self._prefix}{node:<24} done  {took:6.1f} s")
 
 
 @contextlib.contextmanager
 def component_progress(
-    printer: Callable[[str], None], prefix: str = "  "
-) -> Iterator[None]:
-    """Prints a line per component as it finishes, while the block runs."""
+    printer: Callable[[str], None] | None, prefix: str = "  "
+) -> Iterator[dict[str, float]]:
+    """Times the components that run while the block runs.
+
+    Args:
+      printer: called with a line per component as it finishes; None for
+        no lines.
+      prefix: put before each line.
+
+    Yields:
+      A dict that fills with each finished component's wall seconds, by
+      node id.
+    """
     handler = _ProgressHandler(printer, prefix)
     previous = absl_logging.get_verbosity()
     # Through absl's flag, not the logger level: TensorFlow's SavedModel
@@ -120,7 +142,7 @@ def component_progress(
     absl_logging.set_verbosity(max(previous, absl_logging.INFO))
     absl_logging.get_absl_logger().addHandler(handler)
     try:
-        yield
+        yield handler.seconds
     finally:
         absl_logging.get_absl_logger().removeHandler(handler)
         absl_logging.set_verbosity(previous)
@@ -164,7 +186,9 @@ def _row_count(statistics_uri: str, split_names: str) -> int:
     return rows
 
 
-def _report(config: PipelineConfig, seconds: float) -> SpanReport:
+def _report(
+    config: PipelineConfig, seconds: float, component_seconds: dict[str, float]
+) -> SpanReport:
     outputs = _run_outputs(config)
     examples = outputs["examples"]
     statistics = outputs["statistics"]
@@ -186,6 +210,7 @@ def _report(config: PipelineConfig, seconds: float) -> SpanReport:
         blessed=False,
         pushed_model=None,
         seconds=seconds,
+        component_seconds=dict(component_seconds),
     )
     if not report.trained:
         return report
@@ -230,9 +255,6 @@ def run_span(
         raise ValueError("A local run needs config.metadata_path.")
     os.makedirs(os.path.dirname(config.metadata_path) or ".", exist_ok=True)
     start = time.monotonic()
-    progress = (
-        component_progress(printer) if printer else contextlib.nullcontext()
-    )
-    with progress:
+    with component_progress(printer) as component_seconds:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
-    return _report(config, time.monotonic() - start)
+    return _report(config, time.monotonic() - start, component_seconds)

@@ -280,7 +280,7 @@ def _training(
         custom_executor_spec = executor_spec.ExecutorClassSpec(VertexExecutor)
     trainer = WarmStartTrainer(
         run_fn="models.trainer.run_fn",
-        examples=transform.outputs["transformed_examples"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         base_model=base_model.outputs["model"],
         delta=delta.outputs["delta"],

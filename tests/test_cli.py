@@ -1,5 +1,6 @@
 """The command line, run as users run it: `python -m pipeline` (slow)."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from pipeline import snapshots
+from tests.report_screenshot import chromium, colour_share, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +64,67 @@ def test_a_failed_run_says_so_and_where_the_log_is(tmp_path):
     assert "rating" in done.stderr
     assert f"Full log: {work / 'logs' / 'span-1.log'}" in done.stderr
     assert not (work / "serving").exists()
+
+
+def test_backtest_puts_policies_run_apart_side_by_side(tmp_path):
+    out = tmp_path / "backtest"
+    common = ("backtest", "--format", "synthetic", "--spans", "2")
+
+    popular = _cli(*common, "--policy", "popularity", "--out", str(out))
+    warm = _cli(*common, "--policy", "warm", "--out", str(out))
+
+    assert popular.returncode == 0, popular.stderr
+    assert warm.returncode == 0, warm.stderr
+    assert "[popularity] span 1 -> 2: R@100 " in popular.stdout
+    lines = warm.stdout.splitlines()
+    assert "[warm] span 2: running the pipeline" in lines
+    assert any(
+        line.split()[:2] == ["WarmStartTrainer", "done"] for line in lines
+    )
+    records = json.loads((out / "backtest.json").read_text())["records"]
+    by_key = {(r["policy"], r["span"]): r for r in records}
+    assert sorted(by_key) == [
+        ("popularity", 1),
+        ("popularity", 2),
+        ("warm", 1),
+        ("warm", 2),
+    ]
+    cold, warmed = by_key["warm", 1], by_key["warm", 2]
+    assert (cold["mode"], warmed["mode"]) == ("cold", "warm")
+    # Every id of span 1 keeps its row; span 2's new ids are appended.
+    assert warmed["ids_carried"] == {
+        "user_id": cold["user_vocabulary"],
+        "item_id": cold["item_vocabulary"],
+    }
+    assert warmed["item_vocabulary"] == (
+        cold["item_vocabulary"] + warmed["ids_new"]["item_id"]
+    )
+    assert warmed["examples"] > 0 and warmed["train_seconds"] > 0
+    assert cold["pushed"] and cold["model"]
+    assert set(cold["component_seconds"]) >= {"GrowingTransform", "Pusher"}
+    for record in records:
+        recall = record["metrics"]["all"]["recall"]
+        assert 0 < recall["10"] <= recall["50"] <= recall["100"] <= 1
+    # The summary table printed last has both policies.
+    assert [line.split()[0] for line in lines[-2:]] == ["warm", "popularity"]
+    page = (out / "report.html").read_text()
+    assert page.count("<tr><td>warm</td>") == 3  # two spans and the mean
+    assert page.count("<tr><td>popularity</td>") == 3
+    if chromium():
+        shot = screenshot(out / "report.html", tmp_path / "report.png")
+        assert colour_share(shot, "#d95f02") > 0.005  # the warm lines
+
+
+def test_backtest_refuses_a_movielens_format_without_ratings(tmp_path):
+    done = _cli(
+        "backtest",
+        "--format",
+        "movielens-100k",
+        "--policy",
+        "warm",
+        "--out",
+        str(tmp_path),
+    )
+
+    assert done.returncode == 2
+    assert "--format movielens-100k needs --ratings" in done.stderr

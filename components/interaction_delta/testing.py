@@ -68,7 +68,7 @@ def run_executor(
     examples: standard_artifacts.Examples,
     previous_index: list[PairIndex],
     out_dir: str,
-    beam_args: Sequence[str] = ("--direct_num_workers=1",),
+    beam_args: Sequence[str] = (),
     replay_ratio: float = 1.0,
     num_shards: int = 4,
     half_life_seconds: int = 7 * 24 * 3600,
