@@ -3,8 +3,15 @@
 Both towers read the transformed features of `models.features`. Each tower
 concatenates an id embedding with embeddings of its side features and
 projects the result to `embedding_dim`; the score of a (user, item) pair is
-the dot product of the two vectors. Training uses TFRS's retrieval task:
-every other item of a batch is a negative for a pair (in-batch softmax).
+the dot product of the two vectors, plus the item's learned bias
+(`item_bias`: the last column of each item's id row, met by a constant 1
+in the user vector, so the score stays one dot product that brute force
+and ScaNN can search). Training uses TFRS's retrieval task: every other
+item of a batch is a negative for a pair (in-batch softmax), with the
+sampling-bias (logQ) correction: popular items are negatives more often
+than the catalogue's share of them, so without the correction the model
+learns to rank them down. Other items of the batch that are the pair's
+own item are not counted as negatives.
 """
 
 from __future__ import annotations
@@ -51,6 +58,17 @@ class ModelConfig:
         scores every catalogue item; "scann" searches a ScaNN index
         (approximate, for large catalogues; needs the `scann` package
         wherever the model is loaded).
+      item_bias: score each item with a learned bias on top of the dot
+        product (see the module doc).
+      logq_correction: subtract each in-batch candidate's log share of the
+        training interactions from its logit (`set_item_frequencies`).
+      user_id_dropout: share of training rows whose user id is replaced
+        by its out-of-vocabulary bucket, which then learns what an unknown
+        user does.
+      validation_share: with more than 0, the newest share of the training
+        rows is held out and training stops when their loss stops falling
+        (at most `epochs`; see `models.trainer`).
+      patience: epochs without a better validation loss before stopping.
     """
 
     embedding_dim: int = 32
@@ -63,6 +81,11 @@ class ModelConfig:
     oov_buckets: int = features.DEFAULT_OOV_BUCKETS
     cold_user_feature_weight: float = 0.5
     retrieval: str = "brute_force"
+    item_bias: bool = True
+    logq_correction: bool = True
+    user_id_dropout: float = 0.0
+    validation_share: float = 0.0
+    patience: int = 1
 
     def __post_init__(self):
         if self.retrieval not in RETRIEVAL_METHODS:
@@ -126,6 +149,7 @@ class UserTower(tf.keras.Model):
         self.projection = tf.keras.layers.Dense(
             config.embedding_dim, name="user_projection"
         )
+        self.bias = config.item_bias
 
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         parts = [
@@ -133,7 +157,11 @@ class UserTower(tf.keras.Model):
             self.age_embedding(inputs["user_age_bucket"]),
             self.occupation_embedding(inputs["user_occupation_index"]),
         ]
-        return self.projection(tf.concat(parts, axis=-1))
+        vectors = self.projection(tf.concat(parts, axis=-1))
+        if self.bias:
+            ones = tf.ones_like(vectors[:, :1])
+            vectors = tf.concat([vectors, ones], axis=-1)
+        return vectors
 
 
 class ItemTower(tf.keras.Model):
@@ -141,9 +169,10 @@ class ItemTower(tf.keras.Model):
 
     def __init__(self, num_items: int, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
+        self.bias = config.item_bias
         self.id_embedding = _embedding(
             num_items + config.oov_buckets,
-            config.embedding_dim,
+            config.embedding_dim + int(config.item_bias),
             config.seed + 3,
             "item_id",
         )
@@ -161,12 +190,18 @@ class ItemTower(tf.keras.Model):
         )
 
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        rows = self.id_embedding(inputs["item_index"])
+        if self.bias:
+            rows, bias = rows[:, :-1], rows[:, -1:]
         parts = [
-            self.id_embedding(inputs["item_index"]),
+            rows,
             self.year_embedding(inputs["item_year_bucket"]),
             self.genre_projection(inputs["item_genres"]),
         ]
-        return self.projection(tf.concat(parts, axis=-1))
+        vectors = self.projection(tf.concat(parts, axis=-1))
+        if self.bias:
+            vectors = tf.concat([vectors, bias], axis=-1)
+        return vectors
 
 
 class TwoTowerModel(tfrs.Model):
@@ -197,12 +232,45 @@ class TwoTowerModel(tfrs.Model):
         # every step would cost more than the step. The Evaluator measures
         # Recall@K on held-out pairs instead.
         self.task = tfrs.tasks.Retrieval()
+        self.num_users = num_users
+        self.item_log_frequency = tf.Variable(
+            tf.fill([num_items + self.config.oov_buckets], -10.0),
+            trainable=False,
+            name="item_log_frequency",
+        )
+
+    def set_item_frequencies(self, counts) -> None:
+        """Sets each known item's share of the training interactions."""
+        counts = tf.cast(tf.convert_to_tensor(counts), tf.float32)
+        share = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
+        rest = tf.fill([self.config.oov_buckets], 1e-6)
+        self.item_log_frequency.assign(
+            tf.math.log(tf.maximum(tf.concat([share, rest], 0), 1e-9))
+        )
 
     def compute_loss(
         self, inputs: Mapping[str, tf.Tensor], training: bool = False
     ) -> tf.Tensor:
+        inputs = dict(inputs)
+        if training and self.config.user_id_dropout > 0:
+            index = inputs["user_index"]
+            dropped = (
+                tf.random.uniform(tf.shape(index)) < self.config.user_id_dropout
+            )
+            oov = self.num_users + index % self.config.oov_buckets
+            inputs["user_index"] = tf.where(dropped, oov, index)
         user_vectors = self.user_tower(inputs)
         item_vectors = self.item_tower(inputs)
+        probability = None
+        if self.config.logq_correction:
+            probability = tf.exp(
+                tf.gather(self.item_log_frequency, inputs["item_index"])
+            )
         return self.task(
-            user_vectors, item_vectors, compute_metrics=not training
+            user_vectors,
+            item_vectors,
+            sample_weight=inputs.get("sample_weight"),
+            candidate_sampling_probability=probability,
+            candidate_ids=inputs["item_index"],
+            compute_metrics=not training,
         )

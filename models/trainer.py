@@ -174,6 +174,77 @@ class _EpochLog(tf.keras.callbacks.Callback):
         )
 
 
+def _split_by_time(
+    dataset: tf.data.Dataset, share: float
+) -> tuple[tf.data.Dataset, tf.data.Dataset, int]:
+    """Holds out the newest `share` of a dataset's rows, by timestamp.
+
+    Returns:
+      The older rows, the newest rows and how many the newest are.
+    """
+    times = np.concatenate(
+        [b["timestamp"] for b in dataset.as_numpy_iterator()]
+    )
+    cut = np.quantile(times, 1.0 - share, method="higher")
+    newest = int(np.sum(times > cut))
+
+    def rows(keep_newer: bool):
+        def select(batch):
+            newer = tf.reshape(batch["timestamp"], [-1]) > cut
+            keep = newer if keep_newer else tf.logical_not(newer)
+            return {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+
+        return dataset.map(select)
+
+    return rows(False), rows(True), newest
+
+
+def _fit(
+    model: TwoTowerModel, train: tf.data.Dataset, config: ModelConfig
+) -> int:
+    """Trains `model`; returns the epochs its weights come from.
+
+    With `config.validation_share`, the newest rows of the training set are
+    held out and training stops once their loss stops falling (or after
+    `config.epochs`), keeping the weights of the best epoch: on a history
+    replayed by time, a model trained for a fixed count of epochs either
+    stops short or overfits the past. Without it, `config.epochs` passes.
+    """
+    if not config.validation_share:
+        model.fit(
+            train, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()]
+        )
+        return config.epochs
+    older, newest, count = _split_by_time(train, config.validation_share)
+    if not count:
+        model.fit(
+            older, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()]
+        )
+        return config.epochs
+    stop = tf.keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        patience=config.patience,
+        restore_best_weights=True,
+    )
+    history = model.fit(
+        older,
+        validation_data=newest,
+        epochs=config.epochs,
+        verbose=0,
+        callbacks=[_EpochLog(), stop],
+    )
+    losses = history.history["val_loss"]
+    best = int(np.argmin(losses)) + 1
+    logging.info(
+        "Early stopping on the newest %d rows: validation loss %s; weights "
+        "of epoch %d",
+        count,
+        ", ".join(f"{v:.4f}" for v in losses),
+        best,
+    )
+    return best
+
+
 def _count_records(patterns: list[str], held_out: bool = False) -> int:
     """Records in the files; with `held_out`, only those not held out."""
     files = [f for p in patterns for f in tf.io.gfile.glob(p)]
@@ -297,6 +368,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         strategy.num_replicas_in_sync,
     )
     first_batch = next(iter(snapshot(fn_args.train_files, False)))
+    # The item features of every item of the snapshot: new items start
+    # from similar known ones, and the served catalogue is built from them.
+    catalogue = collect_catalogue(
+        snapshot(fn_args.train_files + fn_args.eval_files, False), num_items
+    )
+    item_counts = _vocabulary_counts(transform_output, features.ITEM_VOCABULARY)
     base, reason = _base_state(fn_args, custom_config, span)
     carried = None
     # Variables made in the strategy's scope are mirrored on every device.
@@ -305,11 +382,19 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         _build(model, first_batch)
         if base is not None:
             try:
-                carried = warm_start.carry_over(model, base, vocabularies)
+                carried = warm_start.carry_over(
+                    model, base, vocabularies, item_features=catalogue
+                )
             except warm_start.ColdStart as cold:
                 reason = str(cold)
                 model = TwoTowerModel(num_users, num_items, config)
                 _build(model, first_batch)
+        model.set_item_frequencies(
+            [
+                item_counts.get(i, 0)
+                for i in vocabularies[features.ITEM_VOCABULARY]
+            ]
+        )
         # XLA compilation of the optimizer costs seconds per new model and
         # buys nothing for embedding lookups on CPU. The optimizer starts
         # fresh even on a warm start (see models.warm_start).
@@ -362,7 +447,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     examples = _count_records(files, held_out=on_delta)
 
     logging.info(
-        "Training on the %s: %d examples, %d users, %d items, %d epochs",
+        "Training on the %s: %d examples, %d users, %d items, up to %d epochs",
         training_set,
         examples,
         num_users,
@@ -370,16 +455,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         config.epochs,
     )
     start = time.monotonic()
+    epochs = 0
     if examples:
-        model.fit(
-            train, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()]
-        )
+        epochs = _fit(model, train, config)
     seconds = time.monotonic() - start
 
     active, popularity = _active_catalogue(custom_config.get("catalogue"))
-    catalogue = collect_catalogue(
-        snapshot(fn_args.train_files + fn_args.eval_files, False), num_items
-    )
     ids = [
         vocabularies[features.ITEM_VOCABULARY][i]
         for i in catalogue["item_index"]
@@ -426,8 +507,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "vocabulary": {k: len(v) for k, v in vocabularies.items()},
         "training_set": training_set,
         "examples": examples,
-        "epochs": config.epochs,
-        "steps": config.epochs * math.ceil(examples / config.batch_size),
+        "epochs": epochs,
+        "steps": epochs * math.ceil(examples / config.batch_size),
         "seconds": round(seconds, 3),
         "catalogue": len(ids),
     }

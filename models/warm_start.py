@@ -44,6 +44,7 @@ __all__ = [
     "describe",
     "oov_rows",
     "read_state",
+    "similar_item_rows",
     "vocabulary_path",
     "write_state",
 ]
@@ -57,7 +58,7 @@ _EMBEDDINGS = {
     features.ITEM_VOCABULARY: "item_tower",
 }
 # Config fields that change the shape or meaning of the weights.
-_ARCHITECTURE = ("embedding_dim", "feature_dim", "oov_buckets")
+_ARCHITECTURE = ("embedding_dim", "feature_dim", "oov_buckets", "item_bias")
 
 
 class ColdStart(Exception):  # noqa: N818 - a decision, not a failure.
@@ -191,10 +192,62 @@ class CarryOver:
     new: dict[str, int]
 
 
+SIMILAR_ITEMS = 10
+"""How many known items a new item's first row is averaged from."""
+
+
+def similar_item_rows(
+    old_rows: np.ndarray,
+    known: int,
+    new_indices: np.ndarray,
+    item_features: Mapping[str, np.ndarray],
+    k: int = SIMILAR_ITEMS,
+) -> dict[int, np.ndarray]:
+    """First rows of new items: the mean row of their most similar items.
+
+    Similarity is the cosine of the genre vectors, plus a little for the
+    same release-year bucket (which breaks ties among same-genre items).
+    Only known items (index below `known`) that have features count.
+
+    Args:
+      old_rows: the base model's id embedding, known rows first.
+      known: the number of known items.
+      new_indices: indices of the new items to initialise.
+      item_features: transformed item features of the snapshot's items:
+        `item_index`, `item_genres` [items, genres], `item_year_bucket`.
+      k: neighbours averaged per new item.
+
+    Returns:
+      index -> row, for each new item that has features; the others keep
+      their out-of-vocabulary start.
+    """
+    index = np.asarray(item_features["item_index"])
+    genres = np.asarray(item_features["item_genres"], np.float64)
+    years = np.asarray(item_features["item_year_bucket"])
+    is_known = index < known
+    if not is_known.any():
+        return {}
+    norms = np.linalg.norm(genres, axis=1, keepdims=True)
+    unit = genres / np.maximum(norms, 1e-9)
+    position = {int(i): p for p, i in enumerate(index)}
+    known_unit, known_years = unit[is_known], years[is_known]
+    known_rows = old_rows[index[is_known]]
+    rows = {}
+    for new in new_indices:
+        p = position.get(int(new))
+        if p is None:
+            continue
+        similarity = known_unit @ unit[p] + 0.1 * (known_years == years[p])
+        nearest = np.argsort(-similarity, kind="stable")[:k]
+        rows[int(new)] = known_rows[nearest].mean(axis=0)
+    return rows
+
+
 def carry_over(
     model: TwoTowerModel,
     base: BaseModelState,
     vocabularies: Mapping[str, Sequence[str]],
+    item_features: Mapping[str, np.ndarray] | None = None,
 ) -> CarryOver:
     """Copies the base model's weights into a built `model`.
 
@@ -203,6 +256,9 @@ def carry_over(
         model's.
       base: the base model's state.
       vocabularies: the new model's vocabularies, by name.
+      item_features: transformed features of the snapshot's items (see
+        `similar_item_rows`); with them, a new item starts as the mean of
+        its most similar known items instead of its out-of-vocabulary row.
 
     Raises:
       ColdStart: the architectures differ, or a vocabulary does not extend
@@ -239,6 +295,15 @@ def carry_over(
                 old_rows[len(old_ids) :],
             ]
         )
+        if name == features.ITEM_VOCABULARY and item_features is not None:
+            similar = similar_item_rows(
+                old_rows,
+                len(old_ids),
+                np.arange(len(old_ids), len(ids)),
+                item_features,
+            )
+            for row, value in similar.items():
+                rows[row] = value
         values[_embedding_name(name)] = rows
         carried[name], new[name] = len(old_ids), len(fresh)
     for key, variable in variables.items():

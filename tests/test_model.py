@@ -296,7 +296,7 @@ def test_a_scann_index_serves_nearly_what_brute_force_does(
     transformed, tmp_path
 ):
     rows, output = transformed
-    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8, item_bias=False))
     model.user_tower(_batch(rows))
     # A catalogue large enough for ScaNN to partition.
     rng = np.random.default_rng(7)

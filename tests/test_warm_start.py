@@ -247,3 +247,72 @@ def test_summary_reads_in_one_line():
     )
     cold = {**summary, "mode": "cold", "reason": "no base model"}
     assert warm_start.describe(cold).startswith("cold start (no base model)")
+
+
+def _genres(*slots):
+    row = np.zeros(features.GENRE_BUCKETS, np.float32)
+    row[list(slots)] = 1
+    return row
+
+
+def test_a_new_item_starts_as_the_mean_of_its_most_similar_known_items():
+    old_rows = np.arange(5 * 3, dtype=np.float64).reshape(5, 3)
+    catalogue = {
+        "item_index": np.array([0, 1, 2, 3, 5]),
+        "item_genres": np.stack(
+            [_genres(1), _genres(1, 2), _genres(7), _genres(1), _genres(1)]
+        ),
+        "item_year_bucket": np.array([3, 3, 3, 5, 5]),
+    }
+
+    rows = warm_start.similar_item_rows(
+        old_rows, 4, np.array([4, 5]), catalogue, k=2
+    )
+
+    # Item 5 (genre 1, year bucket 5): items 3 (same genre and year) and 0
+    # (same genre); item 4 has no features and keeps its start.
+    assert list(rows) == [5]
+    np.testing.assert_allclose(rows[5], (old_rows[3] + old_rows[0]) / 2)
+
+
+def test_a_new_item_like_a_popular_one_is_retrievable_after_the_warm_start(
+    tmp_path,
+):
+    known = [f"i{n}" for n in range(12)]
+    base = _model(3, len(known), seed=1)
+    rows = base.item_tower.id_embedding.embeddings.numpy()
+    # Item i0, the popular one, gets a bias well above every other item's.
+    rows[0, -1] = 5.0
+    base.item_tower.id_embedding.embeddings.assign(rows)
+    old = {"user_id": _OLD["user_id"], "item_id": known}
+    counts = {"user_id": {}, "item_id": {}}
+    warm_start.write_state(str(tmp_path), base, old, counts, span=1)
+    model = _model(3, len(known) + 1, seed=2)
+    genres = [_genres(n % 6 + 1) for n in range(12)] + [_genres(1)]
+    catalogue = {
+        "item_index": np.arange(13),
+        "item_genres": np.stack(genres),
+        "item_year_bucket": np.array([2] * 12 + [2]),
+    }
+
+    warm_start.carry_over(
+        model,
+        warm_start.read_state(str(tmp_path)),
+        {"user_id": old["user_id"], "item_id": known + ["new"]},
+        item_features=catalogue,
+    )
+
+    # Only i0 and i6 share the new item's genre: its first row is their
+    # mean, bias included, so it ranks second for every user, right after
+    # the popular item it resembles.
+    items = {k: tf.constant(v) for k, v in catalogue.items()}
+    users = {
+        "user_index": tf.constant([0, 1, 2]),
+        "user_age_bucket": tf.constant([0, 1, 2]),
+        "user_occupation_index": tf.constant([0, 1, 2]),
+    }
+    scores = tf.matmul(
+        model.user_tower(users), model.item_tower(items), transpose_b=True
+    ).numpy()
+    top = np.argsort(-scores, axis=1)[:, :2]
+    assert (top == [0, 12]).all()
