@@ -8,7 +8,13 @@ artifact types.
 
 from tfx.types import artifact
 
-__all__ = ["DeltaSummary", "ItemCatalogue", "PairIndex", "span_of"]
+__all__ = [
+    "DeltaSummary",
+    "ItemCatalogue",
+    "PairIndex",
+    "PublishedPairIndex",
+    "span_of",
+]
 
 
 def span_of(examples: artifact.Artifact) -> int:
@@ -31,6 +37,19 @@ class PairIndex(artifact.Artifact):
     """
 
     TYPE_NAME = "freshtower.PairIndex"
+
+
+class PublishedPairIndex(artifact.Artifact):
+    """The `PairIndex` of a run that got to its end, for the next runs.
+
+    Holds an `index.json` like the PairIndex's, plus `index_uri`: the
+    PairIndex folder that holds the shards. A run publishes its index last
+    (`components.index_publisher`), so a run that failed or was killed
+    publishes none: its rerun resolves the same previous index as it did,
+    and the components that finished are reused from the cache.
+    """
+
+    TYPE_NAME = "freshtower.PublishedPairIndex"
 
 
 class DeltaSummary(artifact.Artifact):

@@ -16,17 +16,27 @@ holds only rows strictly newer than every row of the others. A row without
 the time feature, or with a value that is not one int64, goes to the
 oldest split and is left to schema validation to report.
 
+Before any example is written, the executor checks the span's CSV files
+against the curated schema and the span before it
+(`components.snapshot_check`) when the component is given
+`snapshot_checks`: a bad span stops the run here, with the span, the
+file, the row and the field of each problem.
+
 `TemporalExampleGen` is `CsvExampleGen` with this executor.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
+from absl import logging
+from google.protobuf import json_format, struct_pb2
 from tfx import v1 as tfx
+from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.example_gen.csv_example_gen import (
     executor as csv_executor,
 )
@@ -35,11 +45,21 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-__all__ = ["Executor", "TemporalExampleGen", "cut_points", "split_index"]
+from components import snapshot_check
+
+__all__ = [
+    "Executor",
+    "TemporalExampleGen",
+    "cut_points",
+    "snapshot_checks",
+    "split_index",
+]
 
 # Resolution of the cut points: per-mille quantiles.
 _QUANTILES = 1000
 _NO_TIME = np.iinfo(np.int64).min
+# The settings of `snapshot_checks` that are not `CheckConfig` fields.
+_CHECK_PATHS = ("schema_file", "span_pattern")
 
 
 def _time_of(example: tf.train.Example, feature: str) -> int:
@@ -74,8 +94,69 @@ def _partition(
     return split_index(_time_of(example, feature), cuts)
 
 
+def snapshot_checks(exec_properties: dict[str, Any]) -> dict[str, Any] | None:
+    """The `snapshot_checks` the component was given, if any."""
+    text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+    if not text:
+        return None
+    custom = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(text, custom)
+    if not custom.custom_config.Is(struct_pb2.Struct.DESCRIPTOR):
+        return None
+    values = struct_pb2.Struct()
+    custom.custom_config.Unpack(values)
+    return json_format.MessageToDict(values).get("snapshot_checks")
+
+
+def _check_snapshot(
+    exec_properties: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """Runs `snapshot_check.check_span` on the files this run reads."""
+    settings = dict(settings)
+    schema = snapshot_check.read_schema(settings.pop("schema_file"))
+    pattern = settings.pop("span_pattern", "")
+    config = snapshot_check.CheckConfig.from_dict(settings)
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+        input_config,
+    )
+    base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    span = int(exec_properties.get("span") or 0)
+    files = sorted(
+        path
+        for split in input_config.splits
+        for path in tf.io.gfile.glob(os.path.join(base, split.pattern))
+    )
+    previous = None
+    found = snapshot_check.previous_span(base, pattern, span)
+    if found is not None:
+        try:
+            previous = snapshot_check.span_facts(*found, config.time_column)
+        except (ValueError, OSError, tf.errors.OpError) as error:
+            logging.warning(
+                "Span %d: the files of span %d cannot be read (%s); the "
+                "checks against the span before are skipped.",
+                span,
+                found[0],
+                error,
+            )
+    snapshot_check.check_span(span, files, schema, config, previous=previous)
+
+
 class Executor(csv_executor.Executor):
     """`CsvExampleGen`'s executor with time-ordered splits (module doc)."""
+
+    def Do(  # noqa: N802 - the TFX executor interface.
+        self,
+        input_dict: dict[str, list[Any]],
+        output_dict: dict[str, list[Any]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        settings = snapshot_checks(exec_properties)
+        if settings is not None:
+            _check_snapshot(exec_properties, settings)
+        super().Do(input_dict, output_dict, exec_properties)
 
     def GenerateExamplesByBeam(  # noqa: N802 - the TFX executor interface.
         self,
@@ -138,3 +219,46 @@ class TemporalExampleGen(tfx.components.CsvExampleGen):
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(
+        self,
+        input_base: str,
+        input_config: example_gen_pb2.Input,
+        output_config: example_gen_pb2.Output,
+        range_config: Any = None,
+        snapshot_checks: dict[str, Any] | None = None,
+    ):
+        """Builds the component.
+
+        Args:
+          input_base: CsvExampleGen's.
+          input_config: CsvExampleGen's.
+          output_config: CsvExampleGen's; see the module doc.
+          range_config: CsvExampleGen's.
+          snapshot_checks: when given, the span's files are checked before
+            anything is written: `schema_file` (the curated schema),
+            `span_pattern` (the input pattern with `{SPAN}`, to find the
+            span before) and the fields of `snapshot_check.CheckConfig`.
+        """
+        custom = None
+        if snapshot_checks is not None:
+            settings = dict(snapshot_checks)
+            if "schema_file" not in settings:
+                raise ValueError("snapshot_checks needs a schema_file.")
+            snapshot_check.CheckConfig.from_dict(  # Fails early.
+                {k: v for k, v in settings.items() if k not in _CHECK_PATHS}
+            )
+            values = struct_pb2.Struct()
+            values.update({"snapshot_checks": settings})
+            custom = example_gen_pb2.CustomConfig()
+            custom.custom_config.Pack(values)
+        # CsvExampleGen takes no custom config; the ExampleGen it extends
+        # does, and hands it to the executor.
+        FileBasedExampleGen.__init__(
+            self,
+            input_base=input_base,
+            input_config=input_config,
+            output_config=output_config,
+            custom_config=custom,
+            range_config=range_config,
+        )

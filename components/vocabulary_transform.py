@@ -24,6 +24,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils, path_utils
 
+from components import base_model
 from components.custom_config import with_custom_config
 from models import features, warm_start
 
@@ -34,6 +35,10 @@ def previous_vocabularies(models: list[Any]) -> dict[str, str]:
     """Paths of the id vocabulary files of a base model, if it has them."""
     if not models:
         logging.info("No base model: the id vocabularies start empty.")
+        return {}
+    usable, problem = base_model.usable_base_model(models, "GrowingTransform")
+    if not usable:
+        logging.warning("The id vocabularies start empty: %s.", problem)
         return {}
     model = artifact_utils.get_single_instance(models)
     serving_dir = path_utils.serving_model_path(model.uri)

@@ -6,7 +6,9 @@ sample, and `catalogue`, the items that may be recommended. Its executor
 writes where they are into the custom config (`delta`: uri, span,
 previous span, split paths; `catalogue`: the CSV path) and runs the
 standard generic executor, so `run_fn` reads them from
-`fn_args.custom_config`.
+`fn_args.custom_config`. A base model whose files are damaged
+(`components.base_model`) is not handed to `run_fn`: training starts cold,
+and the training summary gives the damage as the reason.
 
 `VertexExecutor` runs the same executor as a Vertex AI custom training
 job, through TFX's Vertex training extension: its custom config takes the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from absl import logging
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
@@ -31,6 +34,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
+from components import base_model
 from components.artifacts import ItemCatalogue, span_of
 from components.custom_config import with_custom_config
 from components.interaction_delta import executor as delta_executor
@@ -90,6 +94,16 @@ class Executor(trainer_executor.GenericExecutor):
                 artifact_utils.get_single_instance(catalogue).uri,
                 delta_executor.CATALOGUE_FILE,
             )
+        # A damaged base model is not warm-started from: training starts
+        # cold, as without one, and the summary says why.
+        usable, problem = base_model.usable_base_model(
+            inputs.pop(specs.BASE_MODEL_KEY, None) or [], "WarmStartTrainer"
+        )
+        if usable:
+            inputs[specs.BASE_MODEL_KEY] = usable
+        elif problem:
+            logging.warning("Training starts cold: %s.", problem)
+            extra["base_model_problem"] = problem
         super().Do(
             inputs, output_dict, with_custom_config(exec_properties, extra)
         )

@@ -287,7 +287,8 @@ def _base_state(
     if every and span % every == 0:
         return None, f"span {span} is a full-retrain span (every {every})"
     if not fn_args.base_model:
-        return None, "no base model"
+        # The Trainer's executor drops a damaged base model and says why.
+        return None, custom_config.get("base_model_problem") or "no base model"
     try:
         return warm_start.read_state(fn_args.base_model), ""
     except warm_start.ColdStart as reason:

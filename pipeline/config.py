@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 from pathlib import Path
 
@@ -12,12 +13,15 @@ __all__ = [
     "PROJECT_ROOT",
     "PipelineConfig",
     "SCHEMA_DIR",
+    "SPAN_PATTERN",
     "TrainerResources",
     "VertexTraining",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = PROJECT_ROOT / "schema"
+SPAN_PATTERN = "span-{SPAN}/*.csv"
+"""Where a span's files are under the data root; ExampleGen fills {SPAN}."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,13 @@ class PipelineConfig:
       runtime_parameters: expose `replay_ratio` as a runtime parameter of
         the compiled pipeline, which a Kubeflow or Vertex run can set
         without compiling again (the config's value is its default).
+      max_snapshot_growth: a span with more than this many times the rows
+        of the span before is stopped as an anomaly; 0 checks nothing.
+      max_duplicate_fraction: the largest share of a span's rows that may
+        repeat an earlier row's (user_id, item_id) pair; the delta keeps
+        the newest row of each pair.
+      max_clock_skew_seconds: how far past the time of the run a
+        timestamp may be before the span is stopped as from the future.
     """
 
     data_root: str
@@ -146,6 +157,9 @@ class PipelineConfig:
     trainer_resources: TrainerResources | None = None
     vertex_training: VertexTraining | None = None
     runtime_parameters: bool = False
+    max_snapshot_growth: float = 10.0
+    max_duplicate_fraction: float = 0.05
+    max_clock_skew_seconds: int = 3600
 
     def __post_init__(self):
         if self.span is not None and self.span < 0:
@@ -182,6 +196,24 @@ class PipelineConfig:
                 "full_retrain_every must be >= 0, got "
                 f"{self.full_retrain_every}."
             )
+        if self.max_snapshot_growth < 0:
+            raise ValueError(
+                "max_snapshot_growth must be >= 0, got "
+                f"{self.max_snapshot_growth}."
+            )
+        if not 0.0 <= self.max_duplicate_fraction <= 1.0:
+            raise ValueError(
+                "max_duplicate_fraction must be in [0, 1], got "
+                f"{self.max_duplicate_fraction}."
+            )
+        if self.max_clock_skew_seconds < 0:
+            raise ValueError(
+                "max_clock_skew_seconds must be >= 0, got "
+                f"{self.max_clock_skew_seconds}."
+            )
+        for name in ("data_root", "pipeline_root", "serving_root"):
+            if not str(getattr(self, name)).strip():
+                raise ValueError(f"{name} must not be empty.")
         schema = os.path.join(self.schema_dir, "schema.pbtxt")
         # An orchestrated run reads the schema inside its container, not
         # on the machine that compiles it: only a local run checks it here.
@@ -190,6 +222,39 @@ class PipelineConfig:
             raise FileNotFoundError(
                 f"schema_dir {self.schema_dir!r} holds no schema.pbtxt."
             )
+
+    def check_local_paths(self) -> None:
+        """Checks, before a local run, the paths it reads and writes.
+
+        Raises:
+          FileNotFoundError: the data root is not a folder, or the span
+            asked for has no folder or no CSV file under it; the message
+            names the path.
+          NotADirectoryError: the pipeline or serving root, or the
+            metadata file's folder, exists and is not a folder.
+        """
+        if "://" in self.data_root:
+            return  # Read where the components run, with their own errors.
+        if not os.path.isdir(self.data_root):
+            raise FileNotFoundError(
+                f"data_root {self.data_root!r} is not a folder."
+            )
+        span = "*" if self.span is None else str(self.span)
+        pattern = os.path.join(self.data_root, SPAN_PATTERN)
+        wanted = pattern.replace("{SPAN}", span)
+        if not glob.glob(wanted):
+            folder = os.path.dirname(wanted)
+            state = "holds no file" if glob.glob(folder) else "does not exist"
+            which = "No span" if self.span is None else f"Span {self.span}"
+            raise FileNotFoundError(
+                f"{which}: {folder!r} {state} (the pipeline reads {wanted!r})."
+            )
+        folders = [self.pipeline_root, self.serving_root]
+        if self.metadata_path:
+            folders.append(os.path.dirname(self.metadata_path) or ".")
+        for folder in folders:
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                raise NotADirectoryError(f"{folder!r} is not a folder.")
 
     @classmethod
     def local(

@@ -250,9 +250,14 @@ def run_span(
 
     Returns:
       What the run produced, read back from ML Metadata.
+
+    Raises:
+      FileNotFoundError: the data root or the span's folder is missing
+        (see `PipelineConfig.check_local_paths`).
     """
     if not config.metadata_path:
         raise ValueError("A local run needs config.metadata_path.")
+    config.check_local_paths()
     os.makedirs(os.path.dirname(config.metadata_path) or ".", exist_ok=True)
     start = time.monotonic()
     with component_progress(printer) as component_seconds:

@@ -23,13 +23,17 @@ from tfx.extensions.google_cloud_ai_platform.trainer import (
 )
 
 from components.anomaly_gate import AnomalyGate
-from components.artifacts import PairIndex
+from components.artifacts import PublishedPairIndex
+from components.atomic_pusher import AtomicPusher
+from components.base_model import CheckedEvaluator
+from components.index_publisher import PublishIndex
 from components.interaction_delta import InteractionDelta
+from components.snapshot_check import CheckConfig
 from components.temporal_split import TemporalExampleGen
 from components.vocabulary_transform import GrowingTransform
 from components.warm_start_trainer import VertexExecutor, WarmStartTrainer
 from models import features
-from pipeline.config import PipelineConfig, TrainerResources
+from pipeline.config import SPAN_PATTERN, PipelineConfig, TrainerResources
 
 __all__ = [
     "COHORTS",
@@ -127,15 +131,15 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             )
         )
     holdout = max(1, round(config.holdout_fraction * _PER_MILLE))
+    schema_file = os.path.join(config.schema_dir, "schema.pbtxt")
     # The newest rows of the snapshot in time are held out: the Evaluator
-    # judges on what comes after the training data, as serving will.
+    # judges on what comes after the training data, as serving will. The
+    # span's files are checked first; a bad span stops the run there.
     example_gen = TemporalExampleGen(
         input_base=config.data_root,
         input_config=tfx.proto.Input(
             splits=[
-                tfx.proto.Input.Split(
-                    name="snapshot", pattern="span-{SPAN}/*.csv"
-                )
+                tfx.proto.Input.Split(name="snapshot", pattern=SPAN_PATTERN)
             ]
         ),
         output_config=tfx.proto.Output(
@@ -152,13 +156,20 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             )
         ),
         range_config=range_config,
+        snapshot_checks={
+            "schema_file": schema_file,
+            "span_pattern": SPAN_PATTERN,
+            **CheckConfig(
+                max_growth=config.max_snapshot_growth,
+                max_duplicate_fraction=config.max_duplicate_fraction,
+                max_clock_skew_seconds=config.max_clock_skew_seconds,
+            ).to_dict(),
+        },
     )
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"]
     )
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=os.path.join(config.schema_dir, "schema.pbtxt")
-    )
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
@@ -167,14 +178,16 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         anomalies=example_validator.outputs["anomalies"],
         examples=example_gen.outputs["examples"],
     )
-    # The delta component publishes an index of every snapshot it sees,
-    # each pointing to the one before; from the newest it finds the
-    # snapshot the model in force was trained on. Only the latest-artifact
-    # and latest-blessed-model strategies exist on Kubeflow v2 and Vertex,
-    # hence this design.
+    # The delta component writes an index of every snapshot it sees, each
+    # pointing to the one before, and a run that gets to its end publishes
+    # it; from the newest published one the delta finds the snapshot the
+    # model in force was trained on. Only the latest-artifact and
+    # latest-blessed-model strategies exist on Kubeflow v2 and Vertex,
+    # hence this design. A run that fails publishes nothing: its rerun
+    # resolves the same index and reuses what finished from the cache.
     previous_index = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        index=tfx.dsl.Channel(type=PairIndex),
+        index=tfx.dsl.Channel(type=PublishedPairIndex),
     ).with_id("previous_index_resolver")
     # The last blessed model is the one the Pusher last pushed: the delta
     # is taken against its snapshot, the vocabularies grow from it and the
@@ -208,6 +221,16 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         transform, trainer, evaluator, pusher = _training(
             config, example_gen, schema_gen, delta, base_model
         )
+        # Last: the index of a run that trained is published once the
+        # Pusher is done.
+        publish = PublishIndex(index=delta.outputs["index"]).with_id(
+            "PublishIndex"
+        )
+        publish.add_upstream_node(pusher)
+    with tfx.dsl.Cond(changed_pairs < config.min_delta_pairs):
+        publish_untrained = PublishIndex(index=delta.outputs["index"]).with_id(
+            "PublishIndexUntrained"
+        )
     metadata = None
     if config.metadata_path:
         metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
@@ -229,6 +252,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             trainer,
             evaluator,
             pusher,
+            publish,
+            publish_untrained,
         ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata,
@@ -245,8 +270,8 @@ def _training(
 ) -> tuple[
     GrowingTransform,
     WarmStartTrainer,
-    tfx.components.Evaluator,
-    tfx.components.Pusher,
+    CheckedEvaluator,
+    AtomicPusher,
 ]:
     """Transform, Trainer, Evaluator and Pusher: what a large delta runs."""
     transform = GrowingTransform(
@@ -291,23 +316,24 @@ def _training(
     resources = config.trainer_resources
     if resources is not None and config.vertex_training is None:
         trainer.with_platform_config(_resource_spec(resources))
-    evaluator = tfx.components.Evaluator(
+    # A baseline whose SavedModel cannot be loaded is set aside: the
+    # candidate is then judged on the floor alone.
+    evaluator = CheckedEvaluator(
         examples=delta.outputs["holdout"],
         model=trainer.outputs["model"],
         baseline_model=base_model.outputs["model"],
         eval_config=eval_config(
             config.recall_floor, config.regression_tolerance
         ),
-    )
-    pusher = tfx.components.Pusher(
+    ).with_id("Evaluator")
+    # Each version is written beside the serving root's versions and
+    # renamed into place; a snapshot already served is not pushed again.
+    pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=config.serving_root
-            )
-        ),
-    )
+        serving_root=config.serving_root,
+        examples=example_gen.outputs["examples"],
+    ).with_id("Pusher")
     return transform, trainer, evaluator, pusher
 
 

@@ -1,13 +1,14 @@
 """InteractionDelta: what changed between the previous snapshot and this one.
 
 Inputs are the new snapshot's examples and, optionally, the pair index that
-an earlier run of this component published. Kubeflow Pipelines v2 and
-Vertex resolve artifacts only with `LatestArtifactStrategy` and
+an earlier run published. Kubeflow Pipelines v2 and Vertex resolve
+artifacts only with `LatestArtifactStrategy` and
 `LatestBlessedModelStrategy`, so the component keeps its own state: every
-run publishes a `PairIndex` of its snapshot, pointing to the one it was
-diffed against, and the next run's resolver takes the latest one. With the
-model in force as a further input, the chain leads back to the snapshot
-that model was trained on. See `pipeline.pipeline.create_pipeline`.
+run writes a `PairIndex` of its snapshot, pointing to the one it was
+diffed against; once the run is done, `components.index_publisher`
+publishes it, and the next run's resolver takes the latest published one.
+With the model in force as a further input, the chain leads back to the
+snapshot that model was trained on. See `pipeline.pipeline.create_pipeline`.
 
 Outputs:
   delta: Examples with splits `added`, `removed`, `modified`, `released`
@@ -39,7 +40,12 @@ from tfx.orchestration import data_types
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.artifacts import DeltaSummary, ItemCatalogue, PairIndex
+from components.artifacts import (
+    DeltaSummary,
+    ItemCatalogue,
+    PairIndex,
+    PublishedPairIndex,
+)
 from components.interaction_delta import executor
 
 __all__ = ["InteractionDelta", "InteractionDeltaSpec"]
@@ -58,7 +64,9 @@ class InteractionDeltaSpec(types.ComponentSpec):
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
-        "previous_index": ChannelParameter(type=PairIndex, optional=True),
+        "previous_index": ChannelParameter(
+            type=PublishedPairIndex, optional=True
+        ),
         "base_model": ChannelParameter(
             type=standard_artifacts.Model, optional=True
         ),
@@ -92,8 +100,9 @@ class InteractionDelta(base_beam_component.BaseBeamComponent):
 
         Args:
           examples: the new snapshot, all splits.
-          previous_index: the `PairIndex` of an earlier run; absent or empty
-            on the first run, when every pair is added.
+          previous_index: the `PublishedPairIndex` of an earlier run (a
+            `PairIndex` folder works too); absent or empty on the first
+            run, when every pair is added.
           base_model: the model in force (the last blessed one). The delta
             is taken against the snapshot it was trained on, found by
             following the index's chain of earlier indexes: when recent

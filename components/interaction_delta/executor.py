@@ -88,7 +88,11 @@ def _shard_path(index_dir: str, shard: int, num_shards: int) -> str:
 
 
 def read_index(index_dir: str) -> dict[str, Any]:
-    """The `index.json` of a pair index: span, num_shards, previous_uri."""
+    """The `index.json` of a pair index: span, num_shards, previous_uri.
+
+    A published index (`PublishedPairIndex`) also has `index_uri`, the
+    folder of its shards.
+    """
     with tf.io.gfile.GFile(os.path.join(index_dir, INDEX_FILE)) as f:
         return json.load(f)
 
@@ -103,7 +107,9 @@ def read_index_shard(
       shard: the shard wanted, in a layout of `num_shards` shards.
       num_shards: the shard count of the reader's layout.
     """
-    stored = int(read_index(index_dir)["num_shards"])
+    info = read_index(index_dir)
+    stored = int(info["num_shards"])
+    index_dir = info.get("index_uri") or index_dir
     wanted = [shard] if stored == num_shards else range(stored)
     parts = []
     for part in wanted:
