@@ -280,9 +280,10 @@ def test_the_image_holds_the_project_where_the_job_looks_for_it():
         line.split()[1] for line in dockerfile if line.startswith("COPY ")
     }
 
-    # Every package the project installs, the lock, and the schema at the
-    # path the compiled job reads it from.
-    packages = {p.parent.name for p in root.glob("*/__init__.py")}
+    # Every package the project installs (the tests are one, but are not
+    # installed), the lock, and the schema at the path the compiled job
+    # reads it from.
+    packages = {p.parent.name for p in root.glob("*/__init__.py")} - {"tests"}
     assert packages <= copied
     assert {"requirements.lock", "schema"} <= copied
     assert f"{workdir}/schema" == IMAGE_SCHEMA_DIR
