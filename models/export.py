@@ -45,7 +45,12 @@ from tensorflow_recommenders.layers import factorized_top_k
 from models import features
 from models.model import TwoTowerModel
 
-__all__ = ["CATALOGUE_ASSET", "RetrievalModule", "export_retrieval_model"]
+__all__ = [
+    "CATALOGUE_ASSET",
+    "RetrievalModule",
+    "export_retrieval_model",
+    "popularity_shift",
+]
 
 # Scores no real item gets: padding, and the slot of outside items.
 _PADDING_SCORE = -1e9
@@ -255,6 +260,44 @@ class RetrievalModule(tf.Module):
         parsed = tf.io.parse_example(examples, self._item_id_spec)
         item_ids = tf.reshape(parsed[features.ITEM_ID], [-1])
         return {"catalogue_position": self.catalogue_positions.lookup(item_ids)}
+
+
+def popularity_shift(
+    training_log_share: np.ndarray,
+    recent_popularity: np.ndarray,
+    smoothing: float = 0.1,
+) -> np.ndarray:
+    """Log ratio of each item's recent share to its share in training.
+
+    With the logQ correction the towers' score estimates the log of how
+    likely a user is to pick an item among all of the training history's
+    interactions, so it carries each item's popularity over that whole
+    history. What a user picks next follows the items' popularity now.
+    Assuming what makes a user pick an item does not change, the odds of
+    each item shift by the ratio of its recent share to its training
+    share (a prior-shift correction); added to the score, this ranks
+    items of rising popularity up and fading ones down.
+
+    Args:
+      training_log_share: [items] log share of each item in the training
+        interactions (`TwoTowerModel.item_log_frequency`).
+      recent_popularity: [items] recency-weighted interaction counts.
+      smoothing: the recent shares are shrunk towards the training shares
+        by this share of pseudo-interactions, so that an item nobody has
+        touched lately is ranked down, not ruled out.
+
+    Returns:
+      [items] float32 log ratios.
+    """
+    training = np.exp(np.asarray(training_log_share, np.float64))
+    training = training / max(training.sum(), 1e-12)
+    recent = np.maximum(np.asarray(recent_popularity, np.float64), 0.0)
+    total = recent.sum()
+    if total <= 0:
+        return np.zeros(len(training), np.float32)
+    recent = (recent / total + smoothing * training) / (1.0 + smoothing)
+    ratio = np.log(recent + 1e-12) - np.log(training + 1e-12)
+    return ratio.astype(np.float32)
 
 
 def _scann_index(vectors: np.ndarray, top_k: int) -> factorized_top_k.ScaNN:

@@ -46,7 +46,12 @@ class ModelConfig:
       batch_size: training batch size; also the number of in-batch
         candidates each positive pair competes with.
       learning_rate: Adagrad learning rate.
-      epochs: passes over the training set.
+      epochs: passes over the training set of a cold start (the whole
+        snapshot).
+      warm_epochs: passes over the training set of a warm start (the
+        delta and its replay sample). One pass halves the cost of a warm
+        start; it cost 0.010 of Recall@100 on the synthetic history and
+        nothing on MovieLens 100K (see the package doc).
       top_k: items returned by the serving signature.
       seed: seed of the initialisers and of the input shuffle.
       oov_buckets: hashed out-of-vocabulary rows of each id embedding,
@@ -60,6 +65,11 @@ class ModelConfig:
         wherever the model is loaded).
       item_bias: score each item with a learned bias on top of the dot
         product (see the module doc).
+      popularity_shift: weight of `models.export.popularity_shift` in
+        the served scores: the log ratio of each item's recent share of
+        interactions to its share of the training set, added to the item
+        bias of the exported catalogue (so only with `item_bias`; 0
+        turns it off).
       logq_correction: subtract each in-batch candidate's log share of the
         training interactions from its logit (`set_item_frequencies`).
       user_id_dropout: share of training rows whose user id is replaced
@@ -76,6 +86,7 @@ class ModelConfig:
     batch_size: int = 512
     learning_rate: float = 0.1
     epochs: int = 2
+    warm_epochs: int = 2
     top_k: int = 100
     seed: int = 42
     oov_buckets: int = features.DEFAULT_OOV_BUCKETS
@@ -83,11 +94,17 @@ class ModelConfig:
     retrieval: str = "brute_force"
     item_bias: bool = True
     logq_correction: bool = True
+    popularity_shift: float = 1.0
     user_id_dropout: float = 0.0
     validation_share: float = 0.0
     patience: int = 1
 
     def __post_init__(self):
+        for name in ("epochs", "warm_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"{name} must be >= 1, got {getattr(self, name)}."
+                )
         if self.retrieval not in RETRIEVAL_METHODS:
             raise ValueError(
                 f"retrieval must be one of {RETRIEVAL_METHODS}, got "

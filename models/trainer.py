@@ -47,7 +47,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import features, warm_start
-from models.export import export_retrieval_model
+from models.export import export_retrieval_model, popularity_shift
 from models.model import ModelConfig, TwoTowerModel
 
 __all__ = [
@@ -155,13 +155,28 @@ def collect_catalogue(
 
 
 class _EpochLog(tf.keras.callbacks.Callback):
-    """Logs the mean loss of each epoch (Keras shows the last batch's)."""
+    """Logs the mean loss of each epoch (Keras shows the last batch's).
+
+    Also times the first step, which builds the training graph: a cost
+    that each new model pays once, whatever the size of its training set.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.first_step_seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._train_start = time.monotonic()
+        self._first = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._losses = []
         self._start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._first:
+            self.first_step_seconds = time.monotonic() - self._train_start
+            self._first = False
         self._losses.append(float(logs["loss"]))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -200,27 +215,30 @@ def _split_by_time(
 
 
 def _fit(
-    model: TwoTowerModel, train: tf.data.Dataset, config: ModelConfig
-) -> int:
-    """Trains `model`; returns the epochs its weights come from.
+    model: TwoTowerModel,
+    train: tf.data.Dataset,
+    config: ModelConfig,
+    epochs: int,
+) -> tuple[int, float]:
+    """Trains `model` for at most `epochs` passes.
 
     With `config.validation_share`, the newest rows of the training set are
     held out and training stops once their loss stops falling (or after
-    `config.epochs`), keeping the weights of the best epoch: on a history
+    `epochs`), keeping the weights of the best epoch: on a history
     replayed by time, a model trained for a fixed count of epochs either
-    stops short or overfits the past. Without it, `config.epochs` passes.
+    stops short or overfits the past. Without it, `epochs` passes.
+
+    Returns:
+      The epochs the weights come from, and the seconds of the first step
+      (most of it building the training graph).
     """
-    if not config.validation_share:
-        model.fit(
-            train, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()]
-        )
-        return config.epochs
-    older, newest, count = _split_by_time(train, config.validation_share)
+    log = _EpochLog()
+    older, newest, count = train, None, 0
+    if config.validation_share:
+        older, newest, count = _split_by_time(train, config.validation_share)
     if not count:
-        model.fit(
-            older, epochs=config.epochs, verbose=0, callbacks=[_EpochLog()]
-        )
-        return config.epochs
+        model.fit(older, epochs=epochs, verbose=0, callbacks=[log])
+        return epochs, log.first_step_seconds
     stop = tf.keras.callbacks.EarlyStopping(
         monitor="val_loss",
         patience=config.patience,
@@ -229,9 +247,9 @@ def _fit(
     history = model.fit(
         older,
         validation_data=newest,
-        epochs=config.epochs,
+        epochs=epochs,
         verbose=0,
-        callbacks=[_EpochLog(), stop],
+        callbacks=[log, stop],
     )
     losses = history.history["val_loss"]
     best = int(np.argmin(losses)) + 1
@@ -242,7 +260,7 @@ def _fit(
         ", ".join(f"{v:.4f}" for v in losses),
         best,
     )
-    return best
+    return best, log.first_step_seconds
 
 
 def _count_records(patterns: list[str], held_out: bool = False) -> int:
@@ -260,6 +278,15 @@ def _count_records(patterns: list[str], held_out: bool = False) -> int:
         lambda s: tf.io.parse_example(s, spec)[features.HELD_OUT]
     )
     return sum(int(np.sum(b == 0)) for b in flags.as_numpy_iterator())
+
+
+def _item_counts(train: tf.data.Dataset, num_items: int) -> np.ndarray:
+    """Interactions per known item in one pass over `train`."""
+    counts = np.zeros(num_items, np.int64)
+    for batch in train.map(lambda b: b["item_index"]).as_numpy_iterator():
+        index = batch.reshape(-1)
+        counts += np.bincount(index[index < num_items], minlength=num_items)
+    return counts
 
 
 def _vocabulary_counts(
@@ -446,6 +473,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         train = snapshot(files, True)
         training_set = "snapshot"
     examples = _count_records(files, held_out=on_delta)
+    max_epochs = config.warm_epochs if on_delta else config.epochs
 
     logging.info(
         "Training on the %s: %d examples, %d users, %d items, up to %d epochs",
@@ -453,12 +481,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         examples,
         num_users,
         num_items,
-        config.epochs,
+        max_epochs,
     )
     start = time.monotonic()
-    epochs = 0
+    if on_delta and examples:
+        # The in-batch candidates come from the delta, where new and
+        # changed items are far more common than in the snapshot: the
+        # sampling-bias correction uses their share of what is trained on
+        # (measured in the package doc).
+        model.set_item_frequencies(_item_counts(train, num_items))
+    epochs, first_step = 0, 0.0
     if examples:
-        epochs = _fit(model, train, config)
+        epochs, first_step = _fit(model, train, config, max_epochs)
     seconds = time.monotonic() - start
 
     active, popularity = _active_catalogue(custom_config.get("catalogue"))
@@ -473,6 +507,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     vectors = model.item_tower(
         {k: tf.constant(v) for k, v in catalogue.items()}
     ).numpy()
+    if popularity and config.popularity_shift and config.item_bias:
+        # The item bias is the vectors' last column, met by a constant 1
+        # in every user vector: the shift stays within one dot product.
+        # The reference is the snapshot's share, warm start or cold: the
+        # carried rows were learnt on it, the delta only adjusts them.
+        snapshot_counts = np.array(
+            [item_counts.get(i, 0) for i in ids], np.float64
+        )
+        vectors[:, -1] += config.popularity_shift * popularity_shift(
+            np.log(np.maximum(snapshot_counts, 1e-9)),
+            np.array([popularity[i] for i in ids]),
+        )
     export_retrieval_model(
         model,
         transform_output,
@@ -511,6 +557,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "epochs": epochs,
         "steps": epochs * math.ceil(examples / config.batch_size),
         "seconds": round(seconds, 3),
+        "first_step_seconds": round(first_step, 3),
         "catalogue": len(ids),
     }
     path = os.path.join(

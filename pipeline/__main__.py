@@ -113,13 +113,56 @@ def _print_report(report, config) -> None:
     print()
 
 
+def _model_config(args):
+    """The ModelConfig of `--retrieval` and the `--model-option`s.
+
+    Raises:
+      ValueError: an option names no field or holds a bad value.
+    """
+    import dataclasses
+
+    from models.model import ModelConfig
+
+    defaults = ModelConfig()
+    values = {"retrieval": args.retrieval}
+    for option in args.model_option or ():
+        name, sep, text = option.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not hasattr(defaults, name):
+            fields = ", ".join(f.name for f in dataclasses.fields(defaults))
+            raise ValueError(
+                f"--model-option {option!r}: expected NAME=VALUE with NAME "
+                f"one of {fields}."
+            )
+        kind = type(getattr(defaults, name))
+        try:
+            if kind is bool and text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            value = text.lower() == "true" if kind is bool else kind(text)
+        except ValueError:
+            wanted = {bool: "true or false", int: "a whole number"}
+            raise ValueError(
+                f"--model-option {option!r}: {text!r} is not "
+                f"{wanted.get(kind, 'a number')}."
+            ) from None
+        values[name] = value
+    try:
+        return ModelConfig(**values)
+    except ValueError as error:
+        raise ValueError(f"--model-option: {error}") from None
+
+
 def _run_spans(
     data: Path, workdir: Path, spans: Sequence[int | None], args
 ) -> int:
-    from models.model import ModelConfig
     from pipeline.config import PipelineConfig
     from pipeline.local import run_span
 
+    try:
+        model = _model_config(args)
+    except ValueError as error:
+        print(f"run: {error}", file=sys.stderr)
+        return 2
     for span in spans:
         label = f"span-{span}" if span is not None else "latest"
         log = _log_to_file(workdir, label)
@@ -140,7 +183,7 @@ def _run_spans(
             full_retrain_every=args.full_retrain_every,
             vocabulary_min_count=args.min_count,
             enable_cache=not args.no_cache,
-            model=ModelConfig(retrieval=args.retrieval),
+            model=model,
         )
         try:
             report = run_span(config, printer=print)
@@ -197,12 +240,12 @@ def _demo(args) -> int:
 
 
 def _backtest(args) -> int:
-    from models.model import ModelConfig
     from pipeline import backtest
     from pipeline.report import write_report
 
     out = Path(args.out)
     try:
+        model = _model_config(args)
         source = backtest.Source(
             format=args.format,
             ratings=args.ratings,
@@ -210,8 +253,10 @@ def _backtest(args) -> int:
             spans=args.spans,
             seed=args.seed,
         )
+        for policy in args.policy:
+            backtest.check_no_earlier_run(out, policy)
         data = backtest.prepare_data(source, out)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"backtest: {error}", file=sys.stderr)
         return 2
     print(f"Backtest of {source.describe()} into {out}")
@@ -230,7 +275,7 @@ def _backtest(args) -> int:
                 min_delta_pairs=args.min_delta_pairs,
                 replay_ratio=args.replay_ratio,
                 vocabulary_min_count=args.min_count,
-                model=ModelConfig(retrieval=args.retrieval),
+                model=model,
                 recall_floor=args.recall_floor,
                 regression_tolerance=args.regression_tolerance,
                 enable_cache=not args.no_cache,
@@ -330,6 +375,13 @@ def _parser() -> argparse.ArgumentParser:
             default=1,
             help="interactions a new id needs for its own vocabulary row "
             "(default: 1)",
+        )
+        command.add_argument(
+            "--model-option",
+            action="append",
+            metavar="NAME=VALUE",
+            help="set a field of models.model.ModelConfig, e.g. "
+            "warm_epochs=2; repeat for several",
         )
         command.add_argument(
             "--no-cache", action="store_true", help="rerun every component"

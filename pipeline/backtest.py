@@ -363,13 +363,19 @@ def _pipeline_record(report, served: str | None) -> dict[str, Any]:
         s for node, s in report.component_seconds.items() if "Trainer" in node
     )
     train_seconds = float(training.get("seconds", 0.0))
+    first_step = float(training.get("first_step_seconds", 0.0))
     return {
         "ran_pipeline": True,
         "trained": report.trained,
         "mode": training.get("mode"),
         "reason": training.get("reason"),
         "train_seconds": train_seconds,
+        # The first step builds the training graph, a cost each new model
+        # pays once; the rest grows with the passes over the data.
+        "first_step_seconds": first_step,
+        "step_seconds": max(train_seconds - first_step, 0.0),
         "examples": int(training.get("examples", 0)),
+        "epochs": int(training.get("epochs", 0)),
         "steps": int(training.get("steps", 0)),
         "user_vocabulary": report.user_vocabulary,
         "item_vocabulary": report.item_vocabulary,
@@ -395,7 +401,10 @@ def _idle_record(served: str | None, previous: dict | None) -> dict[str, Any]:
         "mode": None,
         "reason": None,
         "train_seconds": 0.0,
+        "first_step_seconds": 0.0,
+        "step_seconds": 0.0,
         "examples": 0,
+        "epochs": 0,
         "steps": 0,
         "user_vocabulary": (previous or {}).get("user_vocabulary"),
         "item_vocabulary": (previous or {}).get("item_vocabulary"),
@@ -409,6 +418,24 @@ def _idle_record(served: str | None, previous: dict | None) -> dict[str, Any]:
         "trainer_seconds": 0.0,
         "component_seconds": {},
     }
+
+
+def check_no_earlier_run(out: Path, policy: str) -> None:
+    """Refuses a policy whose folder under `out` holds an earlier run.
+
+    Its metadata and pushed models would carry over: the first span would
+    warm-start from the last model of the earlier run, trained on spans
+    that come later.
+
+    Raises:
+      FileExistsError: `out/<policy>` exists and is not empty.
+    """
+    workdir = out / policy
+    if workdir.is_dir() and any(workdir.iterdir()):
+        raise FileExistsError(
+            f"{workdir} holds an earlier run of the {policy} policy, whose "
+            "models would seed this one; remove it or choose another --out."
+        )
 
 
 def run_policy(
@@ -434,9 +461,13 @@ def run_policy(
     Returns:
       One record per trained span: what ran, what it cost, and how the
       model in force afterwards did on the next span (see the module doc).
+
+    Raises:
+      FileExistsError: `out/<policy>` holds an earlier run.
     """
     if policy not in POLICIES:
         raise ValueError(f"Unknown policy {policy!r}; expected {POLICIES}.")
+    check_no_earlier_run(out, policy)
     from pipeline.config import PipelineConfig
 
     if run_span is None:

@@ -194,6 +194,21 @@ def test_merge_records_replaces_a_policy_and_keeps_the_others(tmp_path):
     assert merged[0]["metrics"]["all"]["recall"]["100"] == 0.5
 
 
+def test_a_policy_is_not_run_over_an_earlier_run_of_it(tmp_path):
+    earlier = tmp_path / "out" / "warm" / "pipeline"
+    earlier.mkdir(parents=True)
+
+    def run_span(config, printer):
+        raise AssertionError("a span ran over the earlier run")
+
+    with pytest.raises(FileExistsError, match="earlier run of the warm"):
+        backtest.run_policy(
+            "warm", tmp_path / "data", tmp_path / "out", run_span=run_span
+        )
+    # Another policy's folder is its own.
+    backtest.check_no_earlier_run(tmp_path / "out", "full")
+
+
 def _images(page: str) -> list[Image.Image]:
     sources = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
     return [Image.open(io.BytesIO(base64.b64decode(s))) for s in sources]

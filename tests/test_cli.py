@@ -128,3 +128,32 @@ def test_backtest_refuses_a_movielens_format_without_ratings(tmp_path):
 
     assert done.returncode == 2
     assert "--format movielens-100k needs --ratings" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("warm_epochs=0", "warm_epochs must be >= 1, got 0"),
+        ("warm_epochs=two", "'two' is not a whole number"),
+        ("no_such_field=1", "NAME one of embedding_dim"),
+        ("logq_correction=maybe", "'maybe' is not true or false"),
+    ],
+)
+def test_a_bad_model_option_is_refused_before_anything_runs(
+    tmp_path, option, message
+):
+    done = _cli(
+        "backtest",
+        "--format",
+        "synthetic",
+        "--policy",
+        "warm",
+        "--model-option",
+        option,
+        "--out",
+        str(tmp_path / "out"),
+    )
+
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tensorflow_transform.tf_metadata import (
     dataset_metadata,
     metadata_io,
@@ -16,7 +18,7 @@ from tensorflow_transform.tf_metadata import (
 )
 
 from models import features
-from models.export import export_retrieval_model
+from models.export import export_retrieval_model, popularity_shift
 from models.model import ModelConfig, TwoTowerModel
 from models.trainer import collect_catalogue, distribution_strategy
 
@@ -298,9 +300,13 @@ def test_a_scann_index_serves_nearly_what_brute_force_does(
     rows, output = transformed
     model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8, item_bias=False))
     model.user_tower(_batch(rows))
-    # A catalogue large enough for ScaNN to partition.
+    # A catalogue large enough for ScaNN to partition, in clusters as
+    # trained item vectors are (unclustered noise is ScaNN's worst case).
     rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(3000, 8)).astype(np.float32)
+    centres = rng.normal(size=(30, 8))
+    vectors = (
+        np.repeat(centres, 100, axis=0) + 0.3 * rng.normal(size=(3000, 8))
+    ).astype(np.float32)
     ids = [f"i{n}" for n in range(len(vectors))]
     popularity = rng.pareto(1.5, len(ids))
     users = [f"u{n}" for n in range(12)] + ["never-seen", "also-new"]
@@ -336,9 +342,10 @@ def test_a_scann_index_serves_nearly_what_brute_force_does(
             for a, b in zip(exact[:12], approximate[:12], strict=True)
         ]
     )
-    # ScaNN's partitioning varies from run to run: 0.74 to 0.9 seen here
-    # on 12 users; a broken index shares next to nothing with brute force.
-    assert overlap >= 0.7, overlap
+    # ScaNN trains its partitions afresh on each build: 0.84 to 1.0 over
+    # 40 builds here. A broken index shares next to nothing with brute
+    # force (a random list: 10 in 3000).
+    assert overlap >= 0.75, overlap
     # Unknown users are served exactly: popularity and features.
     assert approximate[12:] == exact[12:]
     # A fresh process with TensorFlow and this package loads and serves it.
@@ -356,3 +363,49 @@ def test_a_scann_index_serves_nearly_what_brute_force_does(
 def test_an_unknown_retrieval_method_is_refused():
     with pytest.raises(ValueError, match="retrieval must be one of"):
         ModelConfig(retrieval="exhaustive")
+
+
+_COUNTS = st.lists(
+    st.integers(min_value=1, max_value=10_000), min_size=2, max_size=30
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(counts=_COUNTS, recent=st.data())
+def test_the_popularity_shift_follows_each_items_recent_share(counts, recent):
+    counts = np.array(counts, np.float64)
+    log_share = np.log(counts / counts.sum())
+    now = np.array(
+        recent.draw(
+            st.lists(
+                st.floats(min_value=0.0, max_value=1e4),
+                min_size=len(counts),
+                max_size=len(counts),
+            )
+        )
+    )
+
+    # Recent shares equal to the training shares shift nothing.
+    np.testing.assert_allclose(
+        popularity_shift(log_share, 3.0 * counts), 0.0, atol=1e-5
+    )
+    if not now.sum():
+        assert not popularity_shift(log_share, now).any()
+        return
+    shift = popularity_shift(log_share, now, smoothing=0.1)
+    # Items no one has touched lately are ranked down by the smoothing's
+    # share, not ruled out.
+    quiet = now == 0
+    np.testing.assert_allclose(shift[quiet], np.log(0.1 / 1.1), rtol=1e-4)
+    # More recent interactions, the rest unchanged: a larger shift (unless
+    # the item already holds all, or all but a rounding error, of them).
+    busier = now.copy()
+    busier[0] += now.sum() + 1.0
+    if now[1:].sum() > 1e-3 * now.sum():
+        assert popularity_shift(log_share, busier)[0] > shift[0]
+    # Items gaining share are shifted up, those losing it down.
+    share_now = now / now.sum()
+    share_before = counts / counts.sum()
+    gained = share_now > share_before * 1.01
+    lost = share_now < share_before * 0.99
+    assert (shift[gained] > 0).all() and (shift[lost] < 0).all()

@@ -1,6 +1,7 @@
 """The local pipeline end to end on tiny generated spans (slow)."""
 
 import glob
+import math
 import os
 
 import pandas as pd
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 from components.interaction_delta import executor
 from models import features, warm_start
+from models.model import ModelConfig
 from pipeline import snapshots, synthetic
 from pipeline.config import PipelineConfig
 from pipeline.local import run_span
@@ -146,6 +148,16 @@ def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
         + pairs["released"]
         + second.delta["replay"]["pairs"]
     )
+    # A cold start passes over the snapshot `epochs` times; a warm start
+    # passes over the delta `warm_epochs` times.
+    model_config = ModelConfig()
+    assert first.training["epochs"] == model_config.epochs
+    assert training["epochs"] == model_config.warm_epochs
+    assert training["steps"] == model_config.warm_epochs * math.ceil(
+        training["examples"] / model_config.batch_size
+    )
+    for summary in (first.training, training):
+        assert 0 < summary["first_step_seconds"] <= summary["seconds"]
     for name, size in (
         ("user_id", first.user_vocabulary),
         ("item_id", first.item_vocabulary),
