@@ -20,7 +20,11 @@ from tensorflow_transform.tf_metadata import (
 from models import features
 from models.export import export_retrieval_model, popularity_shift
 from models.model import ModelConfig, TwoTowerModel
-from models.trainer import collect_catalogue, distribution_strategy
+from models.trainer import (
+    _item_counts,
+    collect_catalogue,
+    distribution_strategy,
+)
 
 _RAW_SPEC = {
     "user_id": tf.io.FixedLenFeature([1], tf.string),
@@ -409,3 +413,13 @@ def test_the_popularity_shift_follows_each_items_recent_share(counts, recent):
     gained = share_now > share_before * 1.01
     lost = share_now < share_before * 0.99
     assert (shift[gained] > 0).all() and (shift[lost] < 0).all()
+
+
+def test_a_warm_starts_item_shares_count_what_it_trains_on():
+    # Items 5 and 6 are out-of-vocabulary rows of a 5-item vocabulary.
+    index = np.array([[0], [2], [2], [5], [6], [2], [4]], np.int64)
+    batches = tf.data.Dataset.from_tensor_slices(
+        {"item_index": index, "rating": np.ones(len(index), np.float32)}
+    ).batch(3)
+
+    assert _item_counts(batches, num_items=5).tolist() == [1, 0, 3, 0, 1]
