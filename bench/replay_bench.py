@@ -115,7 +115,9 @@ def main(argv: list[str]) -> None:
         f"  warm/full: training seconds "
         f"{ratio(lambda r: r['train_seconds']):.2f} "
         f"(first step {ratio(lambda r: r['first_step_seconds']):.2f}, "
-        f"the other steps {ratio(lambda r: r['step_seconds']):.2f}), "
+        "the other steps "
+        f"{ratio(lambda r: r['train_seconds'] - r['first_step_seconds']):.2f}"
+        "), "
         f"examples {ratio(lambda r: r['examples']):.2f}, "
         f"example passes {ratio(lambda r: r['examples'] * r['epochs']):.2f}"
     )

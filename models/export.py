@@ -263,7 +263,7 @@ class RetrievalModule(tf.Module):
 
 
 def popularity_shift(
-    training_log_share: np.ndarray,
+    training_counts: np.ndarray,
     recent_popularity: np.ndarray,
     smoothing: float = 0.1,
 ) -> np.ndarray:
@@ -279,8 +279,8 @@ def popularity_shift(
     items of rising popularity up and fading ones down.
 
     Args:
-      training_log_share: [items] log share of each item in the training
-        interactions (`TwoTowerModel.item_log_frequency`).
+      training_counts: [items] interactions of each item in the training
+        snapshot.
       recent_popularity: [items] recency-weighted interaction counts.
       smoothing: the recent shares are shrunk towards the training shares
         by this share of pseudo-interactions, so that an item nobody has
@@ -289,7 +289,7 @@ def popularity_shift(
     Returns:
       [items] float32 log ratios.
     """
-    training = np.exp(np.asarray(training_log_share, np.float64))
+    training = np.maximum(np.asarray(training_counts, np.float64), 0.0)
     training = training / max(training.sum(), 1e-12)
     recent = np.maximum(np.asarray(recent_popularity, np.float64), 0.0)
     total = recent.sum()

@@ -167,16 +167,15 @@ class _EpochLog(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._train_start = time.monotonic()
-        self._first = True
+        self.first_step_seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._losses = []
         self._start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._first:
+        if not self.first_step_seconds:
             self.first_step_seconds = time.monotonic() - self._train_start
-            self._first = False
         self._losses.append(float(logs["loss"]))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -263,30 +262,25 @@ def _fit(
     return best, log.first_step_seconds
 
 
-def _count_records(patterns: list[str], held_out: bool = False) -> int:
-    """Records in the files; with `held_out`, only those not held out."""
+def _count_records(patterns: list[str]) -> int:
+    """Records in the files."""
     files = [f for p in patterns for f in tf.io.gfile.glob(p)]
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if not held_out:
-        return sum(1 for _ in records)
-    spec = {
-        features.HELD_OUT: tf.io.FixedLenFeature(
-            [1], tf.int64, default_value=[0]
-        )
-    }
-    flags = records.batch(4096).map(
-        lambda s: tf.io.parse_example(s, spec)[features.HELD_OUT]
+    return sum(
+        1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")
     )
-    return sum(int(np.sum(b == 0)) for b in flags.as_numpy_iterator())
 
 
-def _item_counts(train: tf.data.Dataset, num_items: int) -> np.ndarray:
-    """Interactions per known item in one pass over `train`."""
+def _item_counts(
+    train: tf.data.Dataset, num_items: int
+) -> tuple[np.ndarray, int]:
+    """Interactions per known item, and rows in all, in one pass."""
     counts = np.zeros(num_items, np.int64)
+    rows = 0
     for batch in train.map(lambda b: b["item_index"]).as_numpy_iterator():
         index = batch.reshape(-1)
+        rows += len(index)
         counts += np.bincount(index[index < num_items], minlength=num_items)
-    return counts
+    return counts, rows
 
 
 def _vocabulary_counts(
@@ -461,6 +455,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             held_out_flag=True,
         )
         training_set = "delta (added, modified, released, replay)"
+        # The in-batch candidates come from the delta, where new and
+        # changed items are far more common than in the snapshot: the
+        # sampling-bias correction uses their share of what is trained on
+        # (measured in the package doc).
+        item_shares, examples = _item_counts(train, num_items)
+        model.set_item_frequencies(item_shares)
     else:
         if carried is not None:
             logging.info(
@@ -472,7 +472,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         files = list(fn_args.train_files)
         train = snapshot(files, True)
         training_set = "snapshot"
-    examples = _count_records(files, held_out=on_delta)
+        examples = _count_records(files)
     max_epochs = config.warm_epochs if on_delta else config.epochs
 
     logging.info(
@@ -484,12 +484,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         max_epochs,
     )
     start = time.monotonic()
-    if on_delta and examples:
-        # The in-batch candidates come from the delta, where new and
-        # changed items are far more common than in the snapshot: the
-        # sampling-bias correction uses their share of what is trained on
-        # (measured in the package doc).
-        model.set_item_frequencies(_item_counts(train, num_items))
     epochs, first_step = 0, 0.0
     if examples:
         epochs, first_step = _fit(model, train, config, max_epochs)
@@ -512,11 +506,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # in every user vector: the shift stays within one dot product.
         # The reference is the snapshot's share, warm start or cold: the
         # carried rows were learnt on it, the delta only adjusts them.
-        snapshot_counts = np.array(
-            [item_counts.get(i, 0) for i in ids], np.float64
-        )
         vectors[:, -1] += config.popularity_shift * popularity_shift(
-            np.log(np.maximum(snapshot_counts, 1e-9)),
+            np.array([item_counts.get(i, 0) for i in ids]),
             np.array([popularity[i] for i in ids]),
         )
     export_retrieval_model(

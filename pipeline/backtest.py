@@ -363,7 +363,6 @@ def _pipeline_record(report, served: str | None) -> dict[str, Any]:
         s for node, s in report.component_seconds.items() if "Trainer" in node
     )
     train_seconds = float(training.get("seconds", 0.0))
-    first_step = float(training.get("first_step_seconds", 0.0))
     return {
         "ran_pipeline": True,
         "trained": report.trained,
@@ -372,8 +371,7 @@ def _pipeline_record(report, served: str | None) -> dict[str, Any]:
         "train_seconds": train_seconds,
         # The first step builds the training graph, a cost each new model
         # pays once; the rest grows with the passes over the data.
-        "first_step_seconds": first_step,
-        "step_seconds": max(train_seconds - first_step, 0.0),
+        "first_step_seconds": float(training.get("first_step_seconds", 0.0)),
         "examples": int(training.get("examples", 0)),
         "epochs": int(training.get("epochs", 0)),
         "steps": int(training.get("steps", 0)),
@@ -402,7 +400,6 @@ def _idle_record(served: str | None, previous: dict | None) -> dict[str, Any]:
         "reason": None,
         "train_seconds": 0.0,
         "first_step_seconds": 0.0,
-        "step_seconds": 0.0,
         "examples": 0,
         "epochs": 0,
         "steps": 0,
