@@ -6,12 +6,18 @@ projects the result to `embedding_dim`; the score of a (user, item) pair is
 the dot product of the two vectors, plus the item's learned bias
 (`item_bias`: the last column of each item's id row, met by a constant 1
 in the user vector, so the score stays one dot product that brute force
-and ScaNN can search). Training uses TFRS's retrieval task: every other
-item of a batch is a negative for a pair (in-batch softmax), with the
-sampling-bias (logQ) correction: popular items are negatives more often
-than the catalogue's share of them, so without the correction the model
-learns to rank them down. Other items of the batch that are the pair's
-own item are not counted as negatives.
+and ScaNN can search). Training minimises the loss of TFRS's retrieval
+task (`in_batch_softmax_loss`): every other item of a batch is a negative
+for a pair (in-batch softmax), with the sampling-bias (logQ) correction:
+popular items are negatives more often than the catalogue's share of
+them, so without the correction the model learns to rank them down.
+
+The training step is traced without AutoGraph. AutoGraph rewrites the
+source of every Keras and TFRS function a step calls the first time a
+process traces it, about 10 s, which every Trainer run would pay again:
+more than the whole training of a small warm start (`bench/trace_bench.py`
+measures it). Nothing in the step branches on a tensor, so it is traced as
+plain Python.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from models import features
 
 __all__ = [
     "RETRIEVAL_METHODS",
+    "in_batch_softmax_loss",
     "ItemTower",
     "ModelConfig",
     "TwoTowerModel",
@@ -34,6 +41,47 @@ __all__ = [
 ]
 
 RETRIEVAL_METHODS = ("brute_force", "scann")
+
+# The smallest sampling probability the logQ correction divides by, as in
+# TFRS: an item's scores gain at most log(1e6) from its rarity.
+_MIN_SAMPLING_PROBABILITY = 1e-6
+
+
+def in_batch_softmax_loss(
+    user_vectors: tf.Tensor,
+    item_vectors: tf.Tensor,
+    item_sampling_probability: tf.Tensor | None = None,
+    sample_weight: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """The summed softmax loss of each row's item against the batch's items.
+
+    Row i of `item_vectors` is the positive of row i of `user_vectors` and a
+    negative of every other row. It is the loss of
+    `tfrs.tasks.Retrieval()`, which needs AutoGraph to trace; this one does
+    not, and a test holds the two equal.
+
+    Args:
+      user_vectors: [batch, dim] query vectors.
+      item_vectors: [batch, dim] candidate vectors, one per query.
+      item_sampling_probability: [batch] each item's chance to be drawn as
+        a negative; its log is taken off the item's scores (logQ).
+      sample_weight: [batch] weight of each row's loss.
+
+    Returns:
+      A scalar: the batch's losses, weighted and summed.
+    """
+    scores = tf.matmul(user_vectors, item_vectors, transpose_b=True)
+    if item_sampling_probability is not None:
+        scores -= tf.math.log(
+            tf.clip_by_value(
+                item_sampling_probability, _MIN_SAMPLING_PROBABILITY, 1.0
+            )
+        )
+    labels = tf.eye(tf.shape(scores)[0], tf.shape(scores)[1])
+    losses = tf.nn.softmax_cross_entropy_with_logits(labels, scores)
+    if sample_weight is not None:
+        losses *= tf.reshape(tf.cast(sample_weight, losses.dtype), [-1])
+    return tf.reduce_sum(losses)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,11 +293,13 @@ class TwoTowerModel(tfrs.Model):
         # Fixed names: weights are carried over between models by name.
         self.user_tower = UserTower(num_users, self.config, name="user_tower")
         self.item_tower = ItemTower(num_items, self.config, name="item_tower")
-        # No FactorizedTopK metric while training: scoring the catalogue
-        # every step would cost more than the step. The Evaluator measures
-        # Recall@K on held-out pairs instead.
-        self.task = tfrs.tasks.Retrieval()
         self.num_users = num_users
+        # No FactorizedTopK metric: scoring the catalogue every step would
+        # cost more than the step. The Evaluator measures Recall@K on
+        # held-out pairs instead. Keras reports what a step returns as it
+        # is after the last batch, so the validation loss early stopping
+        # compares is kept as a mean over every row.
+        self.validation_loss = tf.keras.metrics.Mean(name="loss")
         self.item_log_frequency = tf.Variable(
             tf.fill([num_items + self.config.oov_buckets], -10.0),
             trainable=False,
@@ -283,11 +333,24 @@ class TwoTowerModel(tfrs.Model):
             probability = tf.exp(
                 tf.gather(self.item_log_frequency, inputs["item_index"])
             )
-        return self.task(
+        return in_batch_softmax_loss(
             user_vectors,
             item_vectors,
+            item_sampling_probability=probability,
             sample_weight=inputs.get("sample_weight"),
-            candidate_sampling_probability=probability,
-            candidate_ids=inputs["item_index"],
-            compute_metrics=not training,
         )
+
+    # See the module doc: traced as plain Python, without AutoGraph.
+    @tf.autograph.experimental.do_not_convert
+    def train_step(self, inputs: Mapping[str, tf.Tensor]) -> dict:
+        return super().train_step(inputs)
+
+    @tf.autograph.experimental.do_not_convert
+    def test_step(self, inputs: Mapping[str, tf.Tensor]) -> dict:
+        """The mean loss per row of every batch evaluated so far."""
+        loss = self.compute_loss(inputs, training=False)
+        rows = tf.cast(tf.shape(inputs["item_index"])[0], loss.dtype)
+        self.validation_loss.update_state(
+            loss / tf.maximum(rows, 1.0), sample_weight=rows
+        )
+        return {"loss": self.validation_loss.result()}

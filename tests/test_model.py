@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ from tensorflow_transform.tf_metadata import (
 
 from models import features
 from models.export import export_retrieval_model, popularity_shift
-from models.model import ModelConfig, TwoTowerModel
+from models.model import ModelConfig, TwoTowerModel, in_batch_softmax_loss
 from models.trainer import (
     _item_counts,
     collect_catalogue,
@@ -110,6 +111,77 @@ def test_training_steps_lower_the_loss(transformed):
         model.train_step(batch)
     after = float(model.compute_loss(batch))
     assert after < before
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    batch=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+    corrected=st.booleans(),
+    weighted=st.booleans(),
+)
+def test_loss_is_tfrs_retrieval_loss(batch, seed, corrected, weighted):
+    rng = np.random.default_rng(seed)
+    users = tf.constant(rng.normal(size=(batch, 4)), tf.float32)
+    items = tf.constant(rng.normal(size=(batch, 4)), tf.float32)
+    # Below TFRS's floor of 1e-6 too, where both clip.
+    probability = tf.constant(10.0 ** rng.uniform(-8, 0, batch), tf.float32)
+    weight = tf.constant(rng.uniform(0, 2, batch), tf.float32)
+    kwargs = {
+        "sample_weight": weight if weighted else None,
+        "candidate_sampling_probability": probability if corrected else None,
+    }
+    expected = tfrs.tasks.Retrieval()(users, items, **kwargs)
+    loss = in_batch_softmax_loss(
+        users,
+        items,
+        item_sampling_probability=kwargs["candidate_sampling_probability"],
+        sample_weight=kwargs["sample_weight"],
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+class _BranchesOnATensor(TwoTowerModel):
+    """A loss only AutoGraph can trace: `len` of a symbolic tensor."""
+
+    def compute_loss(self, inputs, training=False):
+        if len(tf.shape(inputs["user_index"])) == 2:
+            return super().compute_loss(inputs, training)
+        return tf.constant(0.0)
+
+
+def _compiled(model_class):
+    model = model_class(12, 20, ModelConfig(embedding_dim=8))
+    model.compile(
+        optimizer=tf.keras.optimizers.Adagrad(0.05, jit_compile=False)
+    )
+    return model
+
+
+def test_fit_traces_its_step_without_autograph(transformed):
+    rows, _ = transformed
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(rows)).batch(64)
+    history = _compiled(TwoTowerModel).fit(dataset, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    with pytest.raises(TypeError, match="symbolic Tensor"):
+        _compiled(_BranchesOnATensor).fit(dataset, epochs=1, verbose=0)
+
+
+def test_validation_loss_is_the_mean_over_every_row(transformed):
+    rows, _ = transformed
+    model = _compiled(TwoTowerModel)
+    # 200 rows in batches of 64: a last batch of 8, whose loss alone Keras
+    # would otherwise report.
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(rows)).batch(64)
+    last = float(model.compute_loss(_batch(rows[192:])))
+    summed = sum(float(model.compute_loss(b)) for b in dataset)
+    reported = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+    expected = summed / len(rows)
+    assert reported == pytest.approx(expected, rel=1e-5)
+    assert reported != pytest.approx(last, rel=1e-2)
+    # Each evaluation starts its mean afresh (each epoch's, in a fit).
+    again = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+    assert again == pytest.approx(reported, rel=1e-6)
 
 
 def test_export_serves_top_k_item_ids(transformed, tmp_path):
@@ -239,7 +311,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2
 )
-from models.model import ModelConfig, TwoTowerModel
+from models.model import ModelConfig, TwoTowerModel, in_batch_softmax_loss
 from models.trainer import distribution_strategy
 
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
