@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from pipeline import backtest  # noqa: E402
@@ -36,11 +35,6 @@ POLICIES = ("warm", "full", "popularity")
 
 def _recall(record: dict, slice_name: str, k: str = "100") -> float | None:
     return record["metrics"][slice_name]["recall"][k]
-
-
-def _mean(records: list[dict], pick) -> float:
-    values = [v for v in map(pick, records) if v is not None]
-    return float(np.mean(values)) if values else float("nan")
 
 
 def main(argv: list[str]) -> None:
@@ -90,36 +84,33 @@ def main(argv: list[str]) -> None:
                 )
                 + f" {r['train_seconds']:8.1f} {r['examples']:9,}"
             )
-    # Span 1 is a cold start under every policy; warm starts come after.
-    later = {p: rows[1:] or rows for p, rows in runs.items()}
-    print("\nMean over the spans after the first:")
+    means = backtest.policy_means(merged)
+    print("\nMean over the spans after the first (span 1 is a cold start):")
     for policy in POLICIES:
-        means = [
-            _mean(later[policy], lambda r, s=s: _recall(r, s))
-            for s in backtest.SLICES
-        ]
+        m = means[policy]
         print(
-            f"  {policy:<10} R@100 {means[0]:.3f}  returning {means[1]:.3f}"
-            f"  new users {means[2]:.3f}  new items {means[3]:.3f}"
+            f"  {policy:<10} R@100 {m['all@100']:.3f}  returning "
+            f"{m['returning@100']:.3f}  new users {m['new_users@100']:.3f}"
+            f"  new items {m['new_items@100']:.3f}"
         )
 
-    def ratio(pick) -> float:
-        return _mean(later["warm"], pick) / _mean(later["full"], pick)
+    def ratio(key: str) -> float:
+        return means["warm"][key] / means["full"][key]
 
     print(
-        f"  warm/full: R@100 {ratio(lambda r: _recall(r, 'all')):.2f}, "
-        f"returning {ratio(lambda r: _recall(r, 'returning')):.2f}, "
-        f"new items {ratio(lambda r: _recall(r, 'new_items')):.2f}"
+        f"  warm/full: R@100 {ratio('all@100'):.2f}, returning "
+        f"{ratio('returning@100'):.2f}, new items {ratio('new_items@100'):.2f}"
     )
+    steps = {
+        p: means[p]["train_seconds"] - means[p]["first_step_seconds"]
+        for p in ("warm", "full")
+    }
     print(
-        f"  warm/full: training seconds "
-        f"{ratio(lambda r: r['train_seconds']):.2f} "
-        f"(first step {ratio(lambda r: r['first_step_seconds']):.2f}, "
-        "the other steps "
-        f"{ratio(lambda r: r['train_seconds'] - r['first_step_seconds']):.2f}"
-        "), "
-        f"examples {ratio(lambda r: r['examples']):.2f}, "
-        f"example passes {ratio(lambda r: r['examples'] * r['epochs']):.2f}"
+        f"  warm/full: training seconds {ratio('train_seconds'):.2f} "
+        f"(first step {ratio('first_step_seconds'):.2f}, the other steps "
+        f"{steps['warm'] / steps['full']:.2f}), examples "
+        f"{ratio('examples'):.2f}, example passes "
+        f"{ratio('example_passes'):.2f}"
     )
     print(
         "  (The first step builds the training graph: each new model pays "

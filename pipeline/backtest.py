@@ -592,36 +592,78 @@ def merge_records(
     return merged
 
 
+def policy_means(
+    records: Sequence[dict[str, Any]],
+) -> dict[str, dict[str, float | None]]:
+    """Each policy's mean figures over its spans after the first.
+
+    Span 1 is a cold start under every policy that trains, so it tells
+    the policies apart in nothing; it counts only when it is a policy's
+    one span.
+
+    Returns:
+      For each policy, in the order the records name them: Recall@K per
+      slice keyed "<slice>@<K>" ("all@100", "returning@100", ...), and
+      "train_seconds", "first_step_seconds", "overhead_seconds",
+      "examples" and "example_passes" (examples times epochs). A figure no
+      span has is None.
+    """
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=lambda r: r["span"]):
+        by_policy.setdefault(record["policy"], []).append(record)
+
+    def mean(rows: list[dict[str, Any]], pick) -> float | None:
+        values = [v for v in map(pick, rows) if v is not None]
+        return float(np.mean(values)) if values else None
+
+    picks = {
+        f"{name}@{k}": (
+            lambda r, name=name, k=k: r["metrics"][name]["recall"][k]
+        )
+        for name in SLICES
+        for k in map(str, CUTOFFS)
+    }
+    picks.update(
+        {
+            key: (lambda r, key=key: r.get(key))
+            for key in (
+                "train_seconds",
+                "first_step_seconds",
+                "overhead_seconds",
+                "examples",
+            )
+        }
+    )
+    picks["example_passes"] = lambda r: (
+        r["examples"] * r["epochs"] if "epochs" in r else None
+    )
+    means = {}
+    for policy, rows in by_policy.items():
+        later = rows[1:] or rows
+        means[policy] = {key: mean(later, pick) for key, pick in picks.items()}
+    return means
+
+
 def summary_table(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Lines of mean Recall@100 per slice and training cost per policy."""
+    """Lines of each policy's means over its spans after the first."""
     lines = [
+        "Mean over the spans after the first (span 1 is a cold start):",
         f"{'policy':<11}{'R@10':>7}{'R@50':>7}{'R@100':>7}"
         f"{'return.':>9}{'new usr':>9}{'new itm':>9}"
-        f"{'train s':>9}{'other s':>9}{'examples':>10}"
+        f"{'train s':>9}{'other s':>9}{'examples':>10}",
     ]
-    by_policy: dict[str, list[dict]] = {}
-    for record in records:
-        by_policy.setdefault(record["policy"], []).append(record)
-    for policy, rows in by_policy.items():
-
-        def mean(slice_name: str, k: str, rows=rows) -> float | None:
-            values = [
-                r["metrics"][slice_name]["recall"][k]
-                for r in rows
-                if r["metrics"][slice_name]["recall"][k] is not None
-            ]
-            return float(np.mean(values)) if values else None
-
+    for policy, means in policy_means(records).items():
         lines.append(
             f"{policy:<11}"
-            + "".join(f"{_cell(mean('all', k)):>7}" for k in ("10", "50"))
-            + f"{_cell(mean('all', '100')):>7}"
             + "".join(
-                f"{_cell(mean(s, '100')):>9}"
+                f"{_cell(means[f'all@{k}']):>7}" for k in ("10", "50", "100")
+            )
+            + "".join(
+                f"{_cell(means[f'{s}@100']):>9}"
                 for s in ("returning", "new_users", "new_items")
             )
-            + f"{np.mean([r['train_seconds'] for r in rows]):9.1f}"
-            + f"{np.mean([r['overhead_seconds'] for r in rows]):9.1f}"
-            + f"{np.mean([r['examples'] for r in rows]):10,.0f}"
+            + f"{means['train_seconds'] or 0.0:9.1f}"
+            + f"{means['overhead_seconds'] or 0.0:9.1f}"
+            + f"{means['examples'] or 0.0:10,.0f}"
         )
     return lines

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backtest import POLICIES
+from pipeline.backtest import POLICIES, policy_means
 
 __all__ = ["write_report"]
 
@@ -194,11 +194,6 @@ def _delta_figure(records: Sequence[dict]) -> str:
     return _png(figure)
 
 
-def _mean(rows: Sequence[dict], pick) -> float | None:
-    values = [v for v in (pick(r) for r in rows) if v is not None]
-    return float(np.mean(values)) if values else None
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -211,44 +206,33 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return html.escape(str(value))
 
 
-def _summary_rows(grouped: dict[str, list[dict]]) -> list[list[str]]:
-    rows = []
-    for policy, records in grouped.items():
+def _summary_rows(records: Sequence[dict]) -> list[list[str]]:
+    means = policy_means(records)
+    keys = [f"{s}@100" for s in _SLICE_TITLES] + [
+        "train_seconds",
+        "overhead_seconds",
+        "examples",
+    ]
+    digits = [3] * len(_SLICE_TITLES) + [1, 1, 0]
+    rows = [
+        [policy]
+        + [_fmt(figures[key], n) for key, n in zip(keys, digits, strict=True)]
+        for policy, figures in means.items()
+    ]
+    if "warm" in means and "full" in means:
+        warm, full = means["warm"], means["full"]
         rows.append(
-            [policy]
+            ["warm / full"]
             + [
                 _fmt(
-                    _mean(
-                        records,
-                        lambda r, s=s: r["metrics"][s]["recall"]["100"],
-                    )
+                    warm[key] / full[key]
+                    if warm[key] is not None and full[key]
+                    else None,
+                    2,
                 )
-                for s in _SLICE_TITLES
-            ]
-            + [
-                _fmt(_mean(records, lambda r: r["train_seconds"]), 1),
-                _fmt(_mean(records, lambda r: r["overhead_seconds"]), 1),
-                _fmt(_mean(records, lambda r: float(r["examples"])), 0),
+                for key in keys
             ]
         )
-    if "warm" in grouped and "full" in grouped:
-        ratios = []
-        for pick in [
-            (lambda r, s=s: r["metrics"][s]["recall"]["100"])
-            for s in _SLICE_TITLES
-        ] + [
-            lambda r: r["train_seconds"],
-            lambda r: r["overhead_seconds"],
-            lambda r: float(r["examples"]),
-        ]:
-            warm, full = (
-                _mean(grouped["warm"], pick),
-                _mean(grouped["full"], pick),
-            )
-            ratios.append(
-                _fmt(warm / full if warm is not None and full else None, 2)
-            )
-        rows.append(["warm / full"] + ratios)
     return rows
 
 
@@ -342,11 +326,13 @@ def write_report(
         "that user already has. Policies: "
         + ", ".join(html.escape(p) for p in grouped)
         + ".</p>",
-        "<h2>Means over the spans</h2>",
+        "<h2>Means over the spans after the first</h2>",
+        '<p class="note">Span 1 is a cold start under every policy that '
+        "trains.</p>",
         _table(
             ["policy", "R@100 all", "returning", "new users", "new items"]
             + ["train s", "other s", "examples"],
-            _summary_rows(grouped),
+            _summary_rows(records),
         ),
     ]
     for heading, png in figures:

@@ -175,6 +175,34 @@ def _record(policy: str, span: int, recall: float, **fields) -> dict:
     return record
 
 
+def test_policy_means_leave_out_the_cold_first_span():
+    records = [
+        _record("warm", 3, 0.5, epochs=2),
+        _record("warm", 1, 0.9, epochs=2),
+        _record("warm", 2, 0.3, epochs=1),
+        _record("popularity", 1, 0.2),
+    ]
+    # A slice with no pairs in a span has no recall there.
+    records[0]["metrics"]["new_items"]["recall"]["100"] = None
+
+    means = backtest.policy_means(records)
+
+    assert list(means) == ["warm", "popularity"]
+    warm = means["warm"]
+    assert warm["all@100"] == pytest.approx(0.4)
+    assert warm["all@10"] == pytest.approx(0.1)
+    assert warm["new_items@100"] == pytest.approx(0.3)
+    assert warm["train_seconds"] == pytest.approx((5.0 + 10.0 / 3) / 2)
+    assert warm["example_passes"] == pytest.approx((500 + 333 * 2) / 2)
+    assert warm["first_step_seconds"] is None
+    # A policy with one span keeps it.
+    assert means["popularity"]["all@100"] == pytest.approx(0.2)
+    assert means["popularity"]["example_passes"] is None
+    table = backtest.summary_table(records)
+    assert "after the first" in table[0]
+    assert table[2].split()[:4] == ["warm", "0.100", "0.200", "0.400"]
+
+
 def test_merge_records_replaces_a_policy_and_keeps_the_others(tmp_path):
     path = tmp_path / backtest.RESULTS_FILE
     backtest.merge_records(
