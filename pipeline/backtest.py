@@ -70,7 +70,9 @@ class Source:
     Attributes:
       format: one of `FORMATS`.
       ratings: the ratings file or folder; unused for "synthetic".
-      initial_fraction: share of the history in span 1 (MovieLens).
+      initial_fraction: share of the history in span 1. A synthetic
+        history adds about as many pairs each simulated span, so its span
+        1 is the snapshot after `history_spans()` of them.
       spans: spans after the first; each is scored on the one after it,
         so `spans + 1` snapshots are written.
       seed: seed of the synthetic history.
@@ -91,12 +93,22 @@ class Source:
             raise ValueError(f"--format {self.format} needs --ratings.")
         if self.spans < 1:
             raise ValueError(f"spans must be >= 1, got {self.spans}.")
+        if not 0 < self.initial_fraction < 1:
+            raise ValueError(
+                "initial_fraction must be strictly between 0 and 1, got "
+                f"{self.initial_fraction}."
+            )
+
+    def history_spans(self) -> int:
+        """Simulated spans that make up a synthetic history's span 1."""
+        share = self.initial_fraction / (1 - self.initial_fraction)
+        return max(1, round(share * self.spans))
 
     def describe(self) -> dict[str, Any]:
         """The fields that decide the data, as JSON values."""
         fields = dataclasses.asdict(self)
         if self.format == "synthetic":
-            del fields["ratings"], fields["initial_fraction"]
+            del fields["ratings"]
         else:
             fields["ratings"] = str(Path(self.ratings).resolve())
             del fields["seed"]
@@ -129,12 +141,16 @@ def prepare_data(source: Source, out: Path) -> Path:
         return data
     data.mkdir(parents=True, exist_ok=True)
     if source.format == "synthetic":
-        synthetic.write_history(
-            data,
+        past = source.history_spans()
+        frames = synthetic.generate(
             synthetic.SyntheticConfig(
-                seed=source.seed, num_spans=source.spans + 1
-            ),
+                seed=source.seed, num_spans=past + source.spans
+            )
         )
+        # Each frame is a whole snapshot: the first `past` simulated spans
+        # are all in the one that ends them.
+        for span, frame in enumerate(frames[past - 1 :], start=1):
+            snapshots.write_span(data, span, frame)
     else:
         movielens.write_movielens_spans(
             source.ratings,

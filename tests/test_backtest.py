@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import backtest, snapshots
+from pipeline import backtest, snapshots, synthetic
 from pipeline.report import write_report
 from tests.report_screenshot import chromium, colour_share, screenshot
 
@@ -134,6 +134,36 @@ def test_prepare_data_writes_each_span_once_and_refuses_other_data(tmp_path):
         backtest.prepare_data(
             backtest.Source(format="synthetic", spans=2, seed=4), tmp_path
         )
+
+
+@pytest.mark.parametrize(
+    ("initial_fraction", "spans", "past"), [(0.5, 2, 2), (0.75, 2, 6)]
+)
+def test_a_synthetic_span_1_holds_its_share_of_the_history(
+    tmp_path, initial_fraction, spans, past
+):
+    source = backtest.Source(
+        format="synthetic",
+        spans=spans,
+        seed=3,
+        initial_fraction=initial_fraction,
+    )
+    assert source.history_spans() == past
+
+    data = backtest.prepare_data(source, tmp_path)
+
+    frames = synthetic.generate(
+        synthetic.SyntheticConfig(seed=3, num_spans=past + spans)
+    )
+    assert snapshots.list_spans(data) == list(range(1, spans + 2))
+    for span, frame in enumerate(frames[past - 1 :], start=1):
+        written = snapshots.read_span(data, span)
+        assert len(written) == len(frame)
+        assert set(written["user_id"]) == set(frame["user_id"])
+    pairs = [len(snapshots.read_span(data, s)) for s in (1, spans + 1)]
+    new_pairs = pairs[1] - pairs[0]
+    # Pairs also vanish with their users and items: roughly the share.
+    assert abs(pairs[0] / (pairs[0] + new_pairs) - initial_fraction) < 0.1
 
 
 def test_a_movielens_source_needs_its_ratings():
