@@ -425,6 +425,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                 config.learning_rate, jit_compile=False
             )
         )
+        optimizer_carried = (
+            carried is not None
+            and config.carry_optimizer
+            and warm_start.carry_optimizer_state(model, base, vocabularies)
+        )
     if carried is None:
         logging.info("Cold start: %s.", reason)
     else:
@@ -434,6 +439,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             fn_args.base_model,
             carried.carried,
             carried.new,
+        )
+        logging.info(
+            "Optimizer state: %s",
+            "carried over" if optimizer_carried else "fresh",
         )
 
     on_delta = (
@@ -540,6 +549,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "mode": "cold" if carried is None else "warm",
         "reason": reason,
         "base_span": None if carried is None else base.span,
+        "optimizer": "carried over" if optimizer_carried else "fresh",
         "carried": carried.carried if carried else {},
         "new": carried.new if carried else {},
         "vocabulary": {k: len(v) for k, v in vocabularies.items()},

@@ -16,8 +16,14 @@ at its (unchanged) index. A new id's row starts as the out-of-vocabulary
 row the id was hashed to before it had a row of its own: that row was
 trained on the rare ids that shared it, so a new id starts where the old
 model already placed it, at the scale of trained rows, instead of as small
-random noise that retrieval would rarely reach. The optimizer starts fresh:
-Adagrad's accumulators belong to the old step count and learning rate.
+random noise that retrieval would rarely reach.
+
+The optimizer starts fresh unless `ModelConfig.carry_optimizer` is set.
+Then `carry_optimizer_state` copies Adagrad's accumulators (the summed
+squared gradients, `warm_start/optimizer.npz`) the same way, row by row:
+a known id keeps the small steps its history earned, and a new id's row
+starts at Adagrad's initial value, taking large steps. The learning rate
+must be the base model's, or the carried sums mean other step sizes.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "BaseModelState",
     "CarryOver",
     "ColdStart",
+    "carry_optimizer_state",
     "carry_over",
     "describe",
     "oov_rows",
@@ -52,6 +59,8 @@ __all__ = [
 _EXTRA = "assets.extra"
 _STATE_DIR = "warm_start"
 _WEIGHTS = "weights.npz"
+_OPTIMIZER = "optimizer.npz"
+_ACCUMULATOR = "accumulator"
 _STATE = "state.json"
 _EMBEDDINGS = {
     features.USER_VOCABULARY: "user_tower",
@@ -82,6 +91,27 @@ def _variables(model: TwoTowerModel) -> dict[str, tf.Variable]:
     return named
 
 
+def _accumulators(model: TwoTowerModel) -> dict[str, tf.Variable]:
+    """Adagrad's accumulator of each tower weight, under the weight's key."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return {}
+    keys = set(_variables(model))
+    marker = f"{_ACCUMULATOR}/"
+    slots = {}
+    for variable in optimizer.variables:
+        # "Adagrad/accumulator/user_tower/user_id/embeddings:0", the
+        # prefix depending on the scope the optimizer was built in.
+        name = variable.name.split(":")[0]
+        if marker not in name:
+            continue
+        weight = name[name.index(marker) + len(marker) :]
+        for tower in (model.user_tower.name, model.item_tower.name):
+            if tower in weight and weight[weight.index(tower) :] in keys:
+                slots[weight[weight.index(tower) :]] = variable
+    return slots
+
+
 def _embedding_name(vocabulary: str) -> str:
     return f"{_EMBEDDINGS[vocabulary]}/{vocabulary}/embeddings"
 
@@ -106,6 +136,13 @@ def write_state(
     np.savez(buffer, **{k: v.numpy() for k, v in _variables(model).items()})
     with tf.io.gfile.GFile(os.path.join(state_dir, _WEIGHTS), "wb") as f:
         f.write(buffer.getvalue())
+    slots = _accumulators(model)
+    if slots:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: v.numpy() for k, v in slots.items()})
+        path = os.path.join(state_dir, _OPTIMIZER)
+        with tf.io.gfile.GFile(path, "wb") as f:
+            f.write(buffer.getvalue())
     with tf.io.gfile.GFile(os.path.join(state_dir, _STATE), "w") as f:
         json.dump(
             {
@@ -128,6 +165,9 @@ class BaseModelState:
     span: int
     vocabularies: dict[str, list[str]]
     weights: dict[str, np.ndarray]
+    accumulators: dict[str, np.ndarray] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 def read_state(serving_dir: str) -> BaseModelState:
@@ -145,6 +185,13 @@ def read_state(serving_dir: str) -> BaseModelState:
         # allow_pickle=False: a model file never runs code.
         with np.load(data, allow_pickle=False) as npz:
             weights = {k: npz[k] for k in npz.files}
+        accumulators = {}
+        optimizer = os.path.join(state_dir, _OPTIMIZER)
+        if tf.io.gfile.exists(optimizer):
+            with tf.io.gfile.GFile(optimizer, "rb") as f:
+                data = io.BytesIO(f.read())
+            with np.load(data, allow_pickle=False) as npz:
+                accumulators = {k: npz[k] for k in npz.files}
         vocabularies = {
             name: features.read_vocabulary(vocabulary_path(serving_dir, name))
             for name in _EMBEDDINGS
@@ -170,7 +217,7 @@ def read_state(serving_dir: str) -> BaseModelState:
                 f"the base model's {name} vocabulary ({len(ids)} ids) does "
                 "not match its embedding rows"
             )
-    return BaseModelState(config, span, vocabularies, weights)
+    return BaseModelState(config, span, vocabularies, weights, accumulators)
 
 
 def oov_rows(ids: Sequence[str], vocabulary_size: int, buckets: int):
@@ -243,6 +290,13 @@ def similar_item_rows(
     return rows
 
 
+def _grown(
+    old_rows: np.ndarray, known: int, new_rows: np.ndarray
+) -> np.ndarray:
+    """An id embedding's rows after growth: known, new, then OOV rows."""
+    return np.concatenate([old_rows[:known], new_rows, old_rows[known:]])
+
+
 def carry_over(
     model: TwoTowerModel,
     base: BaseModelState,
@@ -288,12 +342,8 @@ def carry_over(
             )
         old_rows = base.weights[_embedding_name(name)]
         fresh = list(ids[len(old_ids) :])
-        rows = np.concatenate(
-            [
-                old_rows[: len(old_ids)],
-                old_rows[oov_rows(fresh, len(old_ids), oov)],
-                old_rows[len(old_ids) :],
-            ]
+        rows = _grown(
+            old_rows, len(old_ids), old_rows[oov_rows(fresh, len(old_ids), oov)]
         )
         if name == features.ITEM_VOCABULARY and item_features is not None:
             similar = similar_item_rows(
@@ -317,6 +367,44 @@ def carry_over(
     for key, variable in variables.items():
         variable.assign(values[key])
     return CarryOver(carried, new)
+
+
+def carry_optimizer_state(
+    model: TwoTowerModel,
+    base: BaseModelState,
+    vocabularies: Mapping[str, Sequence[str]],
+) -> bool:
+    """Copies the base model's Adagrad accumulators into `model`'s optimizer.
+
+    Call it after `carry_over` and `compile`. Rows follow their ids as in
+    `carry_over`; a new id's rows keep the optimizer's initial value.
+
+    Returns:
+      Whether they were carried: False when the base model has none (it
+      was exported before they were kept) or its learning rate differs.
+    """
+    if not base.accumulators:
+        return False
+    if base.config.learning_rate != model.config.learning_rate:
+        return False
+    model.optimizer.build(model.trainable_variables)
+    slots = _accumulators(model)
+    if set(slots) != set(base.accumulators):
+        return False
+    values = dict(base.accumulators)
+    for name, ids in vocabularies.items():
+        key = _embedding_name(name)
+        known = len(base.vocabularies[name])
+        start = slots[key].numpy()
+        values[key] = _grown(
+            base.accumulators[key], known, start[known : len(ids)]
+        )
+    for key, slot in slots.items():
+        if tuple(values[key].shape) != tuple(slot.shape):
+            return False
+    for key, slot in slots.items():
+        slot.assign(values[key])
+    return True
 
 
 def describe(summary: Mapping[str, Any]) -> str:

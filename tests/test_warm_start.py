@@ -158,6 +158,73 @@ def test_carry_over_copies_every_known_row_before_training(base_dir):
         assert f.read().splitlines() == ["u1\t4", "u2\t0", "u3\t0"]
 
 
+def _compile(model, learning_rate=0.1):
+    model.compile(
+        optimizer=tf.keras.optimizers.Adagrad(learning_rate, jit_compile=False)
+    )
+    return model
+
+
+def _slot(model, weight):
+    return warm_start._accumulators(model)[weight].numpy()
+
+
+def test_carry_optimizer_state_follows_each_id(tmp_path):
+    base = _compile(_model(3, 2, seed=1))
+    batch = {
+        "user_index": tf.constant([0, 1, 2, 5]),
+        "user_age_bucket": tf.constant([0, 1, 2, 1]),
+        "user_occupation_index": tf.constant([0, 1, 2, 3]),
+        "item_index": tf.constant([0, 1, 1, 3]),
+        "item_year_bucket": tf.constant([0, 1, 0, 1]),
+        "item_genres": tf.ones([4, features.GENRE_BUCKETS]),
+    }
+    for _ in range(3):
+        base.train_step(batch)
+    counts = {"user_id": {}, "item_id": {}}
+    warm_start.write_state(str(tmp_path), base, _OLD, counts, span=3)
+    state = warm_start.read_state(str(tmp_path))
+    model = _model(4, 3, seed=2)
+    warm_start.carry_over(model, state, _NEW)
+
+    assert warm_start.carry_optimizer_state(_compile(model), state, _NEW)
+
+    initial = model.optimizer.initial_accumulator_value
+    for name, weight in (
+        ("user_id", "user_tower/user_id/embeddings"),
+        ("item_id", "item_tower/item_id/embeddings"),
+    ):
+        old, new = _slot(base, weight), _slot(model, weight)
+        known = len(_OLD[name])
+        # Trained rows have summed squared gradients above the start.
+        assert (old[:known] > initial).any()
+        np.testing.assert_array_equal(new[:known], old[:known])
+        np.testing.assert_array_equal(new[known], np.full_like(old[0], initial))
+        np.testing.assert_array_equal(new[known + 1 :], old[known:])
+    kernel = "user_tower/user_projection/kernel"
+    np.testing.assert_array_equal(_slot(model, kernel), _slot(base, kernel))
+
+
+def test_optimizer_state_starts_fresh_when_it_cannot_be_carried(base_dir):
+    path, _ = base_dir
+    # The base model was never compiled: no optimizer state was written.
+    state = warm_start.read_state(path)
+    assert state.accumulators == {}
+    model = _compile(_model(4, 3, seed=2))
+    warm_start.carry_over(model, state, _NEW)
+    assert not warm_start.carry_optimizer_state(model, state, _NEW)
+    # Another learning rate gives the carried sums another meaning.
+    state = warm_start.BaseModelState(
+        state.config,
+        state.span,
+        state.vocabularies,
+        state.weights,
+        {"user_tower/user_id/embeddings": np.ones([7, 32])},
+    )
+    other = _compile(_model(4, 3, seed=2, learning_rate=0.05), 0.05)
+    assert not warm_start.carry_optimizer_state(other, state, _NEW)
+
+
 def _fn_args(base_model):
     return types.SimpleNamespace(base_model=base_model)
 
