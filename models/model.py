@@ -128,8 +128,7 @@ class ModelConfig:
         (at most `epochs`; see `models.trainer`).
       patience: epochs without a better validation loss before stopping.
       carry_optimizer: on a warm start, carry Adagrad's accumulators over
-        with the weights (`models.warm_start`) instead of starting them
-        afresh.
+        with the weights (`models.warm_start`); False starts them afresh.
     """
 
     embedding_dim: int = 32
@@ -149,7 +148,7 @@ class ModelConfig:
     user_id_dropout: float = 0.0
     validation_share: float = 0.0
     patience: int = 1
-    carry_optimizer: bool = False
+    carry_optimizer: bool = True
 
     def __post_init__(self):
         for name in ("epochs", "warm_epochs"):

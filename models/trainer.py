@@ -418,8 +418,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             ]
         )
         # XLA compilation of the optimizer costs seconds per new model and
-        # buys nothing for embedding lookups on CPU. The optimizer starts
-        # fresh even on a warm start (see models.warm_start).
+        # buys nothing for embedding lookups on CPU. On a warm start its
+        # accumulators follow the rows they belong to (models.warm_start).
         model.compile(
             optimizer=tf.keras.optimizers.Adagrad(
                 config.learning_rate, jit_compile=False

@@ -18,12 +18,15 @@ trained on the rare ids that shared it, so a new id starts where the old
 model already placed it, at the scale of trained rows, instead of as small
 random noise that retrieval would rarely reach.
 
-The optimizer starts fresh unless `ModelConfig.carry_optimizer` is set.
-Then `carry_optimizer_state` copies Adagrad's accumulators (the summed
-squared gradients, `warm_start/optimizer.npz`) the same way, row by row:
-a known id keeps the small steps its history earned, and a new id's row
-starts at Adagrad's initial value, taking large steps. The learning rate
-must be the base model's, or the carried sums mean other step sizes.
+The optimizer's state travels too (`ModelConfig.carry_optimizer`, on by
+default): `carry_optimizer_state` copies Adagrad's accumulators (the
+summed squared gradients, `warm_start/optimizer.npz`) the same way, row
+by row. A known id keeps the small steps its history earned, and a new
+id's row starts at Adagrad's initial value, taking large steps. Fresh
+accumulators would let every carried row take its first, largest steps
+again on a small delta, undoing part of what it had learnt. They start
+fresh when the base model has none or its learning rate differs, since
+the carried sums would then mean other step sizes.
 """
 
 from __future__ import annotations

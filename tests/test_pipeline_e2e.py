@@ -138,6 +138,10 @@ def test_the_delta_of_the_next_span_drives_training(tiny_data, tmp_path):
     assert training["mode"] == "warm", training
     assert training["base_span"] == 1
     assert training["training_set"].startswith("delta")
+    assert (first.training["optimizer"], training["optimizer"]) == (
+        "fresh",
+        "carried over",
+    )
     held_out = second.delta["held_out"]
     assert 0 < held_out["added"] < pairs["added"]
     assert training["examples"] == (
