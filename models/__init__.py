@@ -16,7 +16,9 @@ knew. The model keeps these choices. The figures are the mean Recall@100
 over 5 spans: the model of span t, retrained from scratch, is scored on
 the pairs span t + 1 adds, and each user's seen items are left out. "ML"
 is MovieLens 100K (half the history, then 5 spans). "syn" is the
-synthetic history (seed 0). Each pair of figures is all pairs, then
+synthetic history (seed 0); until the optimizer item below, its span 1
+was one simulated week, since then half the history, so its figures
+compare only within an item. Each pair of figures is all pairs, then
 returning users.
 
 - Sampling-bias (logQ) correction (`ModelConfig.logq_correction`). In
@@ -70,19 +72,19 @@ Measured through the whole pipeline (`python -m pipeline backtest`, the
   (0.293 -> 0.294).
 - Adagrad's accumulators carried over on a warm start, row by row with
   the weights (`carry_optimizer`). With fresh ones, every carried row
-  takes its first, largest steps again on a small delta. Measured with
-  span 1 of the synthetic history holding half of it (5 simulated
-  weeks, as in the backtest now), warm, syn: 0.536 / 0.531 / 0.976 ->
-  0.553 / 0.550 / 0.972; ML: 0.293 / 0.276 / 0.470 -> 0.296 / 0.286 /
-  0.474. Full retrains, syn: 0.565 / 0.562 / 0.914. Twice the replay
-  sample (`--replay-ratio 2`) closes the rest of that gap (syn 0.566 /
-  0.564 / 0.956) for 1.5 times the examples; the default stays 1.
+  takes its first, largest steps again on a small delta. Warm, syn:
+  0.536 / 0.531 / 0.976 -> 0.553 / 0.550 / 0.972; ML: 0.293 / 0.276 /
+  0.470 -> 0.296 / 0.286 / 0.474. Full retrains, syn: 0.565 / 0.562 /
+  0.914. Twice the replay sample (`--replay-ratio 2`) closes the rest of
+  that gap (syn 0.566 / 0.564 / 0.956) for 1.5 times the examples; the
+  default stays 1.
 
-The resulting policies, warm / full / popularity:
+The resulting policies, warm / full / popularity (span 1 of the synthetic
+history holding half of it; `bench/replay_bench.py`):
 
-- syn: 0.618 / 0.614 / 0.938, 0.610 / 0.605 / 0.890, 0.502 / 0.488 /
-  0.931;
-- ML: 0.293 / 0.288 / 0.449, 0.299 / 0.303 / 0.378, 0.299 / 0.309 /
+- syn: 0.554 / 0.550 / 0.974, 0.565 / 0.562 / 0.914, 0.424 / 0.411 /
+  0.980;
+- ML: 0.295 / 0.285 / 0.482, 0.299 / 0.304 / 0.376, 0.299 / 0.309 /
   0.327. About 84% of its next-span pairs come from unknown users, and
   for them popularity is all there is to go on.
 
