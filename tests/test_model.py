@@ -22,8 +22,10 @@ from models import features
 from models.export import export_retrieval_model, popularity_shift
 from models.model import ModelConfig, TwoTowerModel, in_batch_softmax_loss
 from models.trainer import (
+    _build,
     _item_counts,
     collect_catalogue,
+    compile_model,
     distribution_strategy,
 )
 
@@ -165,6 +167,21 @@ def test_fit_traces_its_step_without_autograph(transformed):
     assert np.all(np.isfinite(history.history["loss"]))
     with pytest.raises(TypeError, match="symbolic Tensor"):
         _compiled(_BranchesOnATensor).fit(dataset, epochs=1, verbose=0)
+
+
+def test_the_trainers_compile_traces_the_training_step_once(transformed):
+    rows, _ = transformed
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(rows)).batch(64)
+    # Keras makes the optimizer's slots in the first step, and a function
+    # that makes variables is traced twice.
+    stock = _compiled(TwoTowerModel)
+    stock.fit(dataset, epochs=2, verbose=0)
+    assert stock.train_function.experimental_get_tracing_count() == 2
+    model = TwoTowerModel(12, 20, ModelConfig(embedding_dim=8))
+    _build(model, _batch(rows[:4]))
+    compile_model(model)
+    model.fit(dataset, epochs=2, verbose=0)
+    assert model.train_function.experimental_get_tracing_count() == 1
 
 
 def test_validation_loss_is_the_mean_over_every_row(transformed):
