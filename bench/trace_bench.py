@@ -4,7 +4,7 @@ AutoGraph.
 Every Trainer run is a new process, so whatever the first step of `fit`
 costs is paid once per run, warm start or full retrain alike. The model's
 step is traced as plain Python (see `models.model`), once, and compiled as
-the Trainer compiles it (`models.trainer.compile_model`); the reference is
+the Trainer compiles it (`models.model.compile_model`); the reference is
 the same model trained the stock TFRS way, through `tfrs.tasks.Retrieval`
 and `tfrs.Model`'s own steps, which AutoGraph converts. Each run is a fresh
 Python process; both train the same random batches from the same seed and
@@ -37,8 +37,8 @@ def _child(variant: str, steps: int) -> dict[str, float]:
     import tensorflow_recommenders as tfrs
 
     from models import features
-    from models.model import ModelConfig, TwoTowerModel
-    from models.trainer import _build, _EpochLog, compile_model
+    from models.model import ModelConfig, TwoTowerModel, compile_model
+    from models.trainer import _build, _EpochLog
 
     class StockTfrs(TwoTowerModel):
         """The loss through TFRS's task; TFRS's steps, with AutoGraph."""

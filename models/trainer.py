@@ -48,12 +48,11 @@ from tfx_bsl.public import tfxio
 
 from models import features, warm_start
 from models.export import export_retrieval_model, popularity_shift
-from models.model import ModelConfig, TwoTowerModel
+from models.model import ModelConfig, TwoTowerModel, compile_model
 
 __all__ = [
     "TRAINING_SUMMARY",
     "collect_catalogue",
-    "compile_model",
     "distribution_strategy",
     "read_training_summary",
     "run_fn",
@@ -263,23 +262,6 @@ def _fit(
     return best, log.first_step_seconds
 
 
-def compile_model(model: TwoTowerModel) -> None:
-    """Compiles `model` with Adagrad and makes the optimizer's slots now.
-
-    Call it once the towers are built. XLA compilation of the optimizer
-    costs seconds per new model and buys nothing for embedding lookups on
-    CPU. A `tf.function` that makes variables on its first call is traced
-    twice, so slots made before `fit` spare its first step a second trace
-    of the training step (`bench/trace_bench.py`).
-    """
-    model.compile(
-        optimizer=tf.keras.optimizers.Adagrad(
-            model.config.learning_rate, jit_compile=False
-        )
-    )
-    model.optimizer.build(model.trainable_variables)
-
-
 def _count_records(patterns: list[str]) -> int:
     """Records in the files."""
     files = [f for p in patterns for f in tf.io.gfile.glob(p)]
@@ -435,9 +417,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                 for i in vocabularies[features.ITEM_VOCABULARY]
             ]
         )
+        compile_model(model)
         # On a warm start the optimizer's accumulators follow the rows
         # they belong to (models.warm_start).
-        compile_model(model)
         optimizer_carried = (
             carried is not None
             and config.carry_optimizer

@@ -20,12 +20,16 @@ from tensorflow_transform.tf_metadata import (
 
 from models import features
 from models.export import export_retrieval_model, popularity_shift
-from models.model import ModelConfig, TwoTowerModel, in_batch_softmax_loss
+from models.model import (
+    ModelConfig,
+    TwoTowerModel,
+    compile_model,
+    in_batch_softmax_loss,
+)
 from models.trainer import (
     _build,
     _item_counts,
     collect_catalogue,
-    compile_model,
     distribution_strategy,
 )
 
@@ -328,7 +332,12 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2
 )
-from models.model import ModelConfig, TwoTowerModel, in_batch_softmax_loss
+from models.model import (
+    ModelConfig,
+    TwoTowerModel,
+    compile_model,
+    in_batch_softmax_loss,
+)
 from models.trainer import distribution_strategy
 
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]

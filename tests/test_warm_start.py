@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from models import features, trainer, warm_start
-from models.model import ModelConfig, TwoTowerModel
+from models.model import ModelConfig, TwoTowerModel, compile_model
 
 _SPEC = {"user_id": tf.io.FixedLenFeature([1], tf.string)}
 
@@ -158,10 +158,8 @@ def test_carry_over_copies_every_known_row_before_training(base_dir):
         assert f.read().splitlines() == ["u1\t4", "u2\t0", "u3\t0"]
 
 
-def _compile(model, learning_rate=0.1):
-    model.compile(
-        optimizer=tf.keras.optimizers.Adagrad(learning_rate, jit_compile=False)
-    )
+def _compile(model):
+    compile_model(model)
     return model
 
 
@@ -221,7 +219,7 @@ def test_optimizer_state_starts_fresh_when_it_cannot_be_carried(base_dir):
         state.weights,
         {"user_tower/user_id/embeddings": np.ones([7, 32])},
     )
-    other = _compile(_model(4, 3, seed=2, learning_rate=0.05), 0.05)
+    other = _compile(_model(4, 3, seed=2, learning_rate=0.05))
     assert not warm_start.carry_optimizer_state(other, state, _NEW)
 
 
